@@ -1,0 +1,1 @@
+"""Risk audits declared as data: persona bias, drift, memory leakage, memory injection."""

@@ -1,0 +1,477 @@
+"""The adapter protocol every layer above the backends uses, with the shared batching logic.
+
+A backend implements two primitives: one forward pass that returns the requested sites (and
+optionally logits) with steering applied, and greedy/sampled generation with steering on every
+generated token. Tokenization, padding, pooling, batching and ordering live here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..chat import encode, format_chat
+from ..errors import UsageError
+from ..records import ModelInfo, package_versions
+from ..sites import Point, Position, Site, make_sites, parse_layers, parse_point, parse_position
+
+STEER_POSITIONS = ("all", "prompt", "response")
+
+
+@dataclass(frozen=True)
+class Steer:
+    """Add ``coeff * vector`` at ``site`` on the chosen token positions of every forward pass.
+
+    ``positions``: ``"all"``; ``"prompt"`` (prompt tokens only); ``"response"`` (tokens after
+    the prompt: every generated token, or the continuation tokens in a scored forward pass).
+    """
+
+    site: Site
+    vector: torch.Tensor
+    coeff: float = 1.0
+    positions: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.positions not in STEER_POSITIONS:
+            raise UsageError(
+                f"Unknown steering positions {self.positions!r}; allowed: {', '.join(STEER_POSITIONS)}"
+            )
+
+    def delta(self, like: torch.Tensor) -> torch.Tensor:
+        """The vector to add, on the device and in the dtype of ``like``."""
+        return (self.coeff * self.vector).to(device=like.device, dtype=like.dtype)
+
+
+@dataclass
+class Captured:
+    """Activations pooled at one position: ``acts[row, site, d]`` plus where each row came from."""
+
+    position: Position
+    sites: list[Site]
+    acts: torch.Tensor
+    row_sample: np.ndarray  # index of the prompt each row belongs to
+    row_token: np.ndarray  # token index of the row (-1 for pooled positions)
+    n_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class _Encoded:
+    ids: list[int]
+    prompt_len: int
+
+
+class ModelAdapter(ABC):
+    """A loaded model behind one interface, whichever library hooks it.
+
+    Never changes the user's model outside a ``with`` block: steering is registered for the
+    duration of `steer` (or one call) and removed in ``finally``.
+    """
+
+    backend_name: str = ""
+    backend_packages: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        hf_model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str = "",
+        source: str = "",
+        fingerprint: str = "",
+        fingerprint_method: str = "sha256",
+        batch_size: int = 16,
+    ) -> None:
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        cfg = hf_model.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        self.n_layers: int = int(text_cfg.num_hidden_layers)
+        self.d_model: int = int(text_cfg.hidden_size)
+        self._steers: list[Steer] = []
+        self._info = ModelInfo(
+            id=model_id,
+            source=source,
+            fingerprint=fingerprint,
+            fingerprint_method=fingerprint_method,
+            architecture=(cfg.architectures or [type(hf_model).__name__])[0],
+            n_layers=self.n_layers,
+            d_model=self.d_model,
+            dtype=str(self.dtype).replace("torch.", ""),
+            device=str(self.device),
+            backend=self.backend_name,
+            versions=package_versions("torch", "transformers", *self.backend_packages),
+        )
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def info(self) -> ModelInfo:
+        """`ModelInfo` of this model (fingerprint, shape, dtype, backend, versions)."""
+        return self._info
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embeddings (where inputs are sent)."""
+        return self.hf_model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype."""
+        return self.hf_model.get_input_embeddings().weight.dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.info.short}, layers={self.n_layers}, "
+            f"d_model={self.d_model}, dtype={self.info.dtype}, device={self.info.device})"
+        )
+
+    # ------------------------------------------------------------------ text helpers
+    def format_chat(
+        self,
+        messages: Sequence[dict[str, str]] | None = None,
+        *,
+        user: str | None = None,
+        system: str | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """Render a conversation with this model's chat template (persona = system message)."""
+        return format_chat(
+            self.tokenizer, messages, user=user, system=system,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def sites(self, layers: Any = "all", points: Sequence[str | Point] = ("resid_post",)) -> list[Site]:
+        """Sites for a layer spec (validated against this model) and points."""
+        return make_sites(parse_layers(layers, self.n_layers), [parse_point(p) for p in points])
+
+    def _check_sites(self, sites: Sequence[Site] | None) -> list[Site]:
+        if sites is None:
+            return self.sites("all")
+        out = []
+        for s in sites:
+            s = s if isinstance(s, Site) else Site.parse(str(s)) if not isinstance(s, int) else Site(s)
+            parse_layers([s.layer], self.n_layers)
+            out.append(Site(s.layer % self.n_layers, s.point))
+        return sorted(set(out), key=lambda s: s.order)
+
+    def _encode(self, prompts: Sequence[str], responses: Sequence[str] | None) -> list[_Encoded]:
+        if isinstance(prompts, str):
+            raise UsageError("prompts must be a list of strings, not one string")
+        if responses is not None and len(responses) != len(prompts):
+            raise UsageError(
+                f"{len(prompts)} prompts but {len(responses)} responses: pass one response per prompt"
+            )
+        out = []
+        for i, p in enumerate(prompts):
+            ids = encode(self.tokenizer, p)
+            if not ids:
+                raise UsageError(f"Prompt {i} is empty after tokenization")
+            n = len(ids)
+            if responses is not None:
+                ids = ids + encode(self.tokenizer, responses[i], is_continuation=True)
+            out.append(_Encoded(ids, n))
+        return out
+
+    def _pad(self, batch: Sequence[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, x in enumerate(batch):
+            sl = slice(0, len(x)) if side == "right" else slice(width - len(x), width)
+            ids[i, sl] = torch.tensor(x, dtype=torch.long)
+            mask[i, sl] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _batches(order: Sequence[int], size: int) -> Iterator[list[int]]:
+        for start in range(0, len(order), size):
+            yield list(order[start : start + size])
+
+    def _steer_mask(
+        self, steer: Steer, prompt_lens: torch.Tensor, width: int
+    ) -> torch.Tensor | None:
+        """Token mask ``[b, t, 1]`` for a right-padded scored pass, or None for all positions."""
+        if steer.positions == "all":
+            return None
+        idx = torch.arange(width, device=prompt_lens.device)[None, :]
+        is_prompt = idx < prompt_lens[:, None]
+        mask = is_prompt if steer.positions == "prompt" else ~is_prompt
+        return mask[..., None]
+
+    # ------------------------------------------------------------------ capture
+    def activations(
+        self,
+        prompts: Sequence[str],
+        sites: Sequence[Site] | None = None,
+        positions: str | Position | Sequence[str | Position] = Position.LAST,
+        *,
+        responses: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> dict[Position, Captured]:
+        """Capture activations at ``sites`` for each prompt, pooled at each of ``positions``.
+
+        All sites and positions come from one forward pass per batch. Batches are right-padded,
+        which gives the same activations as running prompts one by one (causal attention never
+        looks at the padding after a token).
+
+        Args:
+            prompts: Prompt texts (already chat-formatted; see `format_chat`).
+            sites: Places to read; default every layer's ``resid_post``.
+            positions: One or several of ``last``, ``prompt_mean``, ``response_mean``, ``all``.
+            responses: Optional response text per prompt, appended after the prompt (needed for
+                ``response_mean``; ``last`` still means the last prompt token).
+            batch_size: Prompts per forward pass (default: the adapter's).
+            progress: Show a progress bar.
+
+        Returns:
+            ``{position: Captured}`` with float32 CPU tensors.
+
+        """
+        site_list = self._check_sites(sites)
+        pos_list = (
+            [parse_position(positions)]
+            if isinstance(positions, str | Position)
+            else [parse_position(p) for p in positions]
+        )
+        if Position.RESPONSE_MEAN in pos_list and responses is None:
+            raise UsageError("position 'response_mean' needs responses=[...] (one per prompt)")
+        enc = self._encode(prompts, responses)
+        n = len(enc)
+        pooled: dict[Position, torch.Tensor] = {
+            p: torch.empty((n, len(site_list), self.d_model), dtype=torch.float32)
+            for p in pos_list if p != Position.ALL
+        }
+        all_rows: list[tuple[int, torch.Tensor]] = []
+        n_tokens = np.array([len(e.ids) for e in enc], dtype=np.int64)
+        # Longest first: similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(n), key=lambda i: -len(enc[i].ids))
+        bs = batch_size or self.batch_size
+        with torch.inference_mode(), tqdm(
+            total=n, desc=f"capture[{self.backend_name}]", disable=not progress, leave=False
+        ) as bar:
+            for idx in self._batches(order, bs):
+                ids, mask = self._pad([enc[i].ids for i in idx], "right")
+                plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
+                acts, _ = self._forward(ids, mask, site_list, plens, want_logits=False)
+                stacked = torch.stack([acts[s] for s in site_list], dim=2).float()  # [b, t, S, d]
+                for j, i in enumerate(idx):
+                    p_len, t_len = enc[i].prompt_len, len(enc[i].ids)
+                    row = stacked[j]
+                    for pos in pos_list:
+                        if pos == Position.LAST:
+                            pooled[pos][i] = row[p_len - 1].cpu()
+                        elif pos == Position.PROMPT_MEAN:
+                            pooled[pos][i] = row[:p_len].mean(0).cpu()
+                        elif pos == Position.RESPONSE_MEAN:
+                            if t_len == p_len:
+                                raise UsageError(f"Response {i} is empty: response_mean needs tokens")
+                            pooled[pos][i] = row[p_len:t_len].mean(0).cpu()
+                        else:
+                            all_rows.append((i, row[:t_len].cpu().clone()))
+                bar.update(len(idx))
+        out: dict[Position, Captured] = {}
+        for pos in pos_list:
+            if pos == Position.ALL:
+                all_rows.sort(key=lambda r: r[0])
+                acts = torch.cat([r[1] for r in all_rows], 0)
+                row_sample = np.concatenate([np.full(len(r[1]), r[0]) for r in all_rows])
+                row_token = np.concatenate([np.arange(len(r[1])) for r in all_rows])
+                out[pos] = Captured(pos, site_list, acts, row_sample, row_token, n_tokens)
+            else:
+                out[pos] = Captured(
+                    pos, site_list, pooled[pos], np.arange(n), np.full(n, -1), n_tokens
+                )
+        return out
+
+    # ------------------------------------------------------------------ scoring
+    def logprobs(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[str],
+        *,
+        reduce: str = "sum",
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Log-probability of each continuation given its prompt (active steering applies).
+
+        Args:
+            prompts: Prompt texts.
+            continuations: One continuation per prompt (tokenized without special tokens).
+            reduce: ``"sum"`` (total log-prob) or ``"mean"`` (per token).
+            batch_size: Pairs per forward pass.
+            progress: Show a progress bar.
+
+        Returns:
+            Float64 array of shape ``[n]``.
+
+        """
+        if reduce not in ("sum", "mean"):
+            raise UsageError(f"Unknown reduce {reduce!r}; allowed: sum, mean")
+        enc = self._encode(prompts, continuations)
+        out = np.zeros(len(enc), dtype=np.float64)
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
+        with torch.inference_mode(), tqdm(
+            total=len(enc), desc="logprobs", disable=not progress, leave=False
+        ) as bar:
+            for idx in self._batches(order, batch_size or self.batch_size):
+                ids, mask = self._pad([enc[i].ids for i in idx], "right")
+                plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
+                _, logits = self._forward(ids, mask, [], plens, want_logits=True)
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for j, i in enumerate(idx):
+                    p_len, t_len = enc[i].prompt_len, len(enc[i].ids)
+                    if t_len == p_len:
+                        raise UsageError(f"Continuation {i} is empty")
+                    targets = ids[j, p_len:t_len]
+                    lp = logp[j, p_len - 1 : t_len - 1].gather(-1, targets[:, None]).sum()
+                    out[i] = lp.item() / (1 if reduce == "sum" else t_len - p_len)
+                bar.update(len(idx))
+        return out
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        *,
+        steer: Steer | Sequence[Steer] | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> list[str]:
+        """Generate a response per prompt; greedy by default, steering every generated token.
+
+        Args:
+            prompts: Prompt texts (chat-formatted).
+            max_new_tokens: Tokens to generate at most (stops early at end of turn).
+            steer: Steering for this call, on top of any active `steer` block.
+            do_sample: Sample instead of greedy decoding.
+            temperature: Sampling temperature.
+            seed: Seed for sampling (same seed, same text).
+            batch_size: Prompts per batch (left-padded).
+            progress: Show a progress bar.
+
+        Returns:
+            The decoded new text for each prompt, special tokens removed.
+
+        """
+        extra = [] if steer is None else [steer] if isinstance(steer, Steer) else list(steer)
+        enc = self._encode(prompts, None)
+        texts: list[str] = [""] * len(enc)
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
+        eos = self._eos_ids()
+        gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            gen_kwargs["temperature"] = temperature
+            gen_kwargs["top_k"] = 0
+        gen_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+        gen_kwargs["eos_token_id"] = eos
+        with self.steer(extra), torch.inference_mode(), tqdm(
+            total=len(enc), desc=f"generate[{self.backend_name}]", disable=not progress, leave=False
+        ) as bar:
+            for b, idx in enumerate(self._batches(order, batch_size or self.batch_size)):
+                if seed is not None:
+                    torch.manual_seed(seed + b)
+                ids, mask = self._pad([enc[i].ids for i in idx], "left")
+                out = self._generate_ids(ids, mask, gen_kwargs)
+                new = out[:, ids.shape[1] :].tolist()
+                for j, i in enumerate(idx):
+                    toks = new[j]
+                    for k, t in enumerate(toks):
+                        if t in eos:
+                            toks = toks[:k]
+                            break
+                    texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
+                bar.update(len(idx))
+        return texts
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        cfg_eos = getattr(self.hf_model.generation_config, "eos_token_id", None)
+        if isinstance(cfg_eos, int):
+            ids.add(cfg_eos)
+        elif cfg_eos:
+            ids.update(cfg_eos)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        # Chat models end a turn with a template token that is not always the tokenizer's eos.
+        for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return sorted(ids)
+
+    # ------------------------------------------------------------------ steering
+    @contextlib.contextmanager
+    def steer(
+        self,
+        vector: torch.Tensor | Steer | Sequence[Steer],
+        layer: int | Site | None = None,
+        coeff: float = 1.0,
+        positions: str = "all",
+    ) -> Iterator[ModelAdapter]:
+        """Add a vector at a site on every forward pass inside the block; removed in ``finally``.
+
+        Args:
+            vector: A ``[d_model]`` tensor, a `Steer`, or a list of `Steer`.
+            layer: Block index or `Site` (required for a bare tensor).
+            coeff: Multiplier of the vector.
+            positions: ``all``, ``prompt`` or ``response``.
+
+        Yields:
+            This adapter, steered.
+
+        """
+        if isinstance(vector, Steer):
+            new = [vector]
+        elif isinstance(vector, torch.Tensor):
+            if layer is None:
+                raise UsageError("steer(vector, layer=...) needs a layer or Site for a bare vector")
+            site = layer if isinstance(layer, Site) else Site(int(layer))
+            new = [Steer(site, vector, coeff, positions)]
+        else:
+            new = list(vector)
+        for s in new:
+            parse_layers([s.site.layer], self.n_layers)
+            if s.vector.shape != (self.d_model,):
+                raise UsageError(
+                    f"Steering vector has shape {tuple(s.vector.shape)}; this model needs ({self.d_model},)"
+                )
+        before = list(self._steers)
+        self._steers = before + [Steer(Site(s.site.layer % self.n_layers, s.site.point), s.vector,
+                                       s.coeff, s.positions) for s in new]
+        try:
+            yield self
+        finally:
+            self._steers = before
+
+    # ------------------------------------------------------------------ backend primitives
+    @abstractmethod
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        sites: list[Site],
+        prompt_lens: torch.Tensor,
+        *,
+        want_logits: bool,
+    ) -> tuple[dict[Site, torch.Tensor], torch.Tensor | None]:
+        """One right-padded forward pass with active steering; returns ``{site: [b, t, d]}``."""
+
+    @abstractmethod
+    def _generate_ids(
+        self, ids: torch.Tensor, mask: torch.Tensor, gen_kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        """Left-padded generation with active steering on the prompt pass and every new token."""

