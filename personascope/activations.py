@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import cache_dir
@@ -143,7 +144,8 @@ class ActivationSet:
             )
         except DataError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            # SafetensorError (a truncated or garbled tensor file) is not an OSError/ValueError.
             raise DataError(f"Cannot read activation set {base}: {exc}") from exc
 
 

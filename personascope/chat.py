@@ -15,11 +15,13 @@ _PROBE = "PERSONASCOPE_SYSTEM_PROBE"
 
 def supports_system(tokenizer: Any) -> bool:
     """Whether the tokenizer's chat template renders a system message as its own turn."""
+    template = getattr(tokenizer, "chat_template", None)
+    # Cached per template: a tokenizer copied (or edited) after the probe may have another one.
     cached = getattr(tokenizer, "_personascope_supports_system", None)
-    if cached is not None:
-        return cached
+    if isinstance(cached, tuple) and cached[0] == template:
+        return cached[1]
     ok = False
-    if getattr(tokenizer, "chat_template", None):
+    if template:
         try:
             text = tokenizer.apply_chat_template(
                 [{"role": "system", "content": _PROBE}, {"role": "user", "content": "hi"}],
@@ -30,7 +32,7 @@ def supports_system(tokenizer: Any) -> bool:
         except Exception:  # noqa: BLE001 - Jinja templates raise arbitrary errors for system roles
             ok = False
     try:
-        tokenizer._personascope_supports_system = ok
+        tokenizer._personascope_supports_system = (template, ok)
     except AttributeError:
         pass
     return ok
@@ -74,13 +76,14 @@ def format_chat(
     msgs = [dict(m) for m in (messages if messages is not None else to_messages(user, system))]
     if not msgs:
         raise ValueError("format_chat needs at least one message")
-    if msgs[0]["role"] == "system" and not supports_system(tokenizer):
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if msgs[0]["role"] == "system" and has_template and not supports_system(tokenizer):
         sys_text = msgs.pop(0)["content"]
         if msgs and msgs[0]["role"] == "user":
             msgs[0]["content"] = f"{sys_text}\n\n{msgs[0]['content']}"
         else:
             msgs.insert(0, {"role": "user", "content": sys_text})
-    if getattr(tokenizer, "chat_template", None):
+    if has_template:
         return tokenizer.apply_chat_template(
             msgs, tokenize=False, add_generation_prompt=add_generation_prompt
         )

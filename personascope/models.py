@@ -263,11 +263,7 @@ def load_hf(
                 str(gguf.parent), gguf_file=gguf.name, dtype="float32", **common
             )
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            tmp = deq.with_name(deq.name + f".tmp{os.getpid()}")
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            if not deq.exists():
-                os.replace(tmp, deq)
+            _save_dequantized(model, tok, deq)
         load_from, kwargs = str(deq), {"local_files_only": True}
     elif resolved.kind == "dir":
         fp, method = fingerprint_files(_weight_files(Path(resolved.path)))
@@ -302,6 +298,29 @@ def load_hf(
             fp, method = fingerprint_module(model), "sha256-state-dict"
     _ensure_pad(tok)
     return model, tok, resolved, fp, method
+
+
+def _save_dequantized(model: Any, tok: Any, target: Path) -> None:
+    """Write a GGUF-loaded model as plain safetensors (save_pretrained refuses GGUF models)."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(model.config)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    cfg.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
+    tok.save_pretrained(tmp)
+    if target.exists():  # another process finished first; keep its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
 
 
 def _ensure_pad(tok: Any) -> None:

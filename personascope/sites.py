@@ -66,9 +66,11 @@ class Site:
         """Parse ``"12"`` or ``"12.mlp_out"`` into a Site."""
         layer, _, point = str(text).partition(".")
         try:
-            return cls(int(layer), parse_point(point or Point.RESID_POST))
+            index = int(layer)
         except ValueError as exc:
             raise UsageError(f"Bad site {text!r}: use LAYER or LAYER.POINT, e.g. 12.resid_post") from exc
+        # An unknown point keeps parse_point's message, which lists the allowed names.
+        return cls(index, parse_point(point or Point.RESID_POST))
 
 
 def parse_point(point: str | Point) -> Point:
@@ -106,17 +108,22 @@ def parse_layers(spec: str | int | Iterable[int] | None, n_layers: int) -> list[
     for part in raw:
         if isinstance(part, str) and "-" in part.lstrip("-"):
             lo_s, hi_s = part.lstrip("-").split("-", 1)
-            lo = -int(lo_s) if part.startswith("-") else int(lo_s)
             try:
+                lo = -int(lo_s) if part.startswith("-") else int(lo_s)
                 hi = int(hi_s)
             except ValueError:
                 raise UsageError(f"Bad layer range {part!r}; use e.g. 0-5") from None
-            items.extend(range(_check_layer(lo, n_layers), _check_layer(hi, n_layers) + 1))
+            first, last = _check_layer(lo, n_layers), _check_layer(hi, n_layers)
+            if first > last:
+                raise UsageError(f"Bad layer range {part!r}: it is empty; write the lower layer first")
+            items.extend(range(first, last + 1))
         else:
             try:
-                items.append(_check_layer(int(part), n_layers))
+                index = int(part)
             except ValueError:
                 raise UsageError(f"Bad layer {part!r}; use an int, a range 0-5, or 'all'") from None
+            # Outside the try: the out-of-range UsageError (a ValueError) names the valid range.
+            items.append(_check_layer(index, n_layers))
     return sorted(set(items))
 
 

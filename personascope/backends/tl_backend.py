@@ -85,15 +85,41 @@ class TransformerLensAdapter(ModelAdapter):
         steers = list(self._steers)
         kwargs = dict(gen_kwargs)
         if any(st.positions != "all" for st in steers):
-            # Measured: with the bridge, a hook that changes between the prompt pass and later
-            # cached passes does not reproduce an uncached run. Without the KV cache every pass
-            # sees the whole sequence, and the hook masks prompt/response positions exactly.
+            # The hook tells prompt from response columns by position in the full sequence, so
+            # every pass must see the whole sequence: no KV cache.
             kwargs["use_cache"] = False
         hooks = self._hooks(steers, None, ids.shape[1])
-        with self.bridge.hooks(fwd_hooks=hooks):
-            # The bridge's blocks run inside the wrapped model, so Hugging Face's generate (same
-            # left-padding and stopping as the nnsight adapter) passes through TL's hooks.
-            return self.bridge.original_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        handles = self._alias_kv_cache()
+        try:
+            with self.bridge.hooks(fwd_hooks=hooks):
+                # The bridge's blocks run inside the wrapped model, so Hugging Face's generate
+                # (same left-padding and stopping as the nnsight adapter) passes through TL's hooks.
+                return self.bridge.original_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _alias_kv_cache(self) -> list:
+        """Pass the KV cache to the bridge's attention under the name it reads.
+
+        transformers 5 hands the cache to attention as ``cache=``; TransformerLens 4.3's attention
+        bridges read only ``past_key_values`` (or ``layer_past``) and otherwise skip the cache, so
+        every cached decoding step attended to its own token alone and generation ignored the
+        prompt. Removed after each generate call.
+        """
+        from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+        return [
+            m.register_forward_pre_hook(_alias_cache_kwarg, with_kwargs=True)
+            for m in self.bridge.original_model.modules()
+            if isinstance(m, AttentionBridge)
+        ]
+
+
+def _alias_cache_kwarg(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+        kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
+    return args, kwargs
 
 
 def _make_hook(steer: Steer, mask: torch.Tensor | None, *, prompt_width: int) -> Any:
