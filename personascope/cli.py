@@ -92,14 +92,17 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns a ModelAdapter, i
 
 def _capture(args: argparse.Namespace) -> int:
     from .activations import collect
-    from .data import load_prompts, read_jsonl
-    from .sites import parse_position
+    from .data import check_prompt_file, load_prompts
+    from .sites import parse_point, parse_position
 
-    read_jsonl(args.prompts)  # fail on a bad file before spending time on the model
+    check_prompt_file(args.prompts)  # fail on a bad file before spending time on the model
     positions = [parse_position(p.strip()) for p in args.positions.split(",") if p.strip()]
+    points = [p.strip() for p in args.points.split(",") if p.strip()]
+    for p in points:
+        parse_point(p)
     model = _load(args)
     records = load_prompts(args.prompts, model.format_chat)
-    sites = model.sites(args.layers, [p.strip() for p in args.points.split(",") if p.strip()])
+    sites = model.sites(args.layers, points)
     labels = [r.label for r in records]
     sets = collect(
         model, [r.text for r in records], sites, positions,

