@@ -40,6 +40,9 @@ class TransformerLensAdapter(ModelAdapter):
 
         if kwargs.get("source") == "<in-memory>":
             hf_model = copy.deepcopy(hf_model)
+        if not getattr(hf_model.config, "architectures", None):
+            # Configs converted from GGUF carry no architectures list; TL picks its adapter from it.
+            hf_model.config.architectures = [type(hf_model).__name__]
         super().__init__(hf_model, tokenizer, **kwargs)
         # boot_transformers reads the architecture from hf_model.config; the name is only a label.
         name = kwargs.get("source") or getattr(hf_model.config, "_name_or_path", "") or tempfile.gettempdir()
