@@ -338,6 +338,33 @@ class ModelAdapter(ABC):
                 bar.update(len(idx))
         return out
 
+    def next_token_logprobs(
+        self, prompts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> torch.Tensor:
+        """Log-softmax over the vocabulary for the token after each prompt (active steering applies).
+
+        Returns:
+            Float32 CPU tensor ``[n, vocab]``.
+        """
+        enc = self._encode(prompts, None)
+        out: torch.Tensor | None = None
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
+        with torch.inference_mode(), tqdm(
+            total=len(enc), desc="next-token", disable=not progress, leave=False
+        ) as bar:
+            for idx in self._batches(order, batch_size or self.batch_size):
+                ids, mask = self._pad([enc[i].ids for i in idx], "right")
+                plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
+                _, logits = self._forward(ids, mask, [], plens, want_logits=True)
+                last = logits[torch.arange(len(idx), device=logits.device), plens - 1].float()
+                logp = torch.log_softmax(last, dim=-1).cpu()
+                if out is None:
+                    out = torch.empty((len(enc), logp.shape[-1]), dtype=torch.float32)
+                out[idx] = logp
+                bar.update(len(idx))
+        assert out is not None
+        return out
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,
