@@ -20,9 +20,9 @@ _LAZY = {
     "Position": "personascope.sites",
     "ModelInfo": "personascope.records",
     "Provenance": "personascope.records",
-    "ActivationSet": "personascope.activations",
-    "collect": "personascope.activations",
-    "activations": "personascope.activations",
+    "ActivationSet": "personascope.store",
+    "collect": "personascope.store",
+    "activations": "personascope.store",
     "Steer": "personascope.backends.base",
     "ModelAdapter": "personascope.backends.base",
     "format_chat": "personascope.chat",
@@ -35,7 +35,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:
-    from .activations import ActivationSet, activations, collect
+    from .store import ActivationSet, activations, collect
     from .backends.base import ModelAdapter, Steer
     from .chat import format_chat
     from .errors import DataError, ModelNotFoundError, PersonascopeError, UsageError

@@ -91,7 +91,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns a ModelAdapter, i
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from .activations import collect
+    from .store import collect
     from .data import check_prompt_file, load_prompts
     from .sites import parse_point, parse_position
 

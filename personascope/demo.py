@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .activations import collect
+from .store import collect
 from .data import load_persona_statements
 from .probes.layerwise import layer_separability
 from .records import now_iso, stable_hash

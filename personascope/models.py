@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -371,8 +372,20 @@ def load_model(
         if tokenizer is None:
             raise UsageError("load_model(model_object) needs tokenizer=...")
         model, tok = spec, tokenizer
-        model.config._attn_implementation = "eager"
-        _ensure_pad(tok)
+        impl = getattr(model.config, "_attn_implementation", None)
+        if impl not in (None, "eager"):
+            # Changing it would mutate the user's model; both backends still work, but their
+            # numbers agree most tightly with eager attention.
+            warnings.warn(
+                f"The model uses attn_implementation={impl!r}; load it with "
+                "attn_implementation='eager' for exact parity between backends",
+                stacklevel=2,
+            )
+        if tok.pad_token_id is None:
+            import copy
+
+            tok = copy.deepcopy(tok)  # the user's tokenizer stays as it was
+            _ensure_pad(tok)
         fp, method = fingerprint_module(model), "sha256-state-dict"
         source = "<in-memory>"
         model_id = getattr(model.config, "_name_or_path", "") or type(model).__name__

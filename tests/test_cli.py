@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from personascope.activations import ActivationSet
+from personascope.store import ActivationSet
 from personascope.cli import main
 
 
