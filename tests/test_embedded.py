@@ -75,3 +75,22 @@ def test_generation_plain_and_steered_identical_in_both_backends(smol_nn, smol_t
     steered = smol_nn.generate(prompts, 8, steer=steer, progress=False)
     assert steered != plain
     assert smol_tl.generate(prompts, 8, steer=steer, progress=False) == steered
+
+
+@pytest.mark.slow
+def test_dequantized_cache_equals_direct_gguf_load(smol_nn):
+    """The cached fp32 copy of the GGUF gives the same logits as dequantizing the file again."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from personascope.models import ALIASES, alias_path
+
+    gguf = alias_path(ALIASES["smollm2-135m-instruct"])
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    ids = torch.tensor([smol_nn.tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]])
+    with torch.inference_mode():
+        a = direct(ids).logits
+        b = smol_nn.hf_model(ids).logits
+    assert torch.equal(a, b)
