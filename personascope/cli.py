@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the activation cache")
 
+    p = sub.add_parser("judge-check", help="measure each judge's agreement on the shipped labelled sets")
+    _add_model_args(p)
+    p.add_argument("--judges", default="rules,tfidf,logprob,contrast",
+                   help="comma list of rules, tfidf, logprob, contrast, http (default: %(default)s)")
+    p.add_argument("--sets", default="refusal,trait,leak", help="comma list of refusal, trait, leak")
+    p.add_argument("--base-url", help="for --judges http: e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--http-model", default="judge", help="for --judges http: the server's model name")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the HTTP judge's key")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON to this file")
+
+    p = sub.add_parser("serve-judge", help="serve a local model as an OpenAI-compatible judge endpoint")
+    _add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+
     p = sub.add_parser("demo", help="run the demo job on the embedded model and write a report")
     _add_model_args(p)
     p.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
@@ -60,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return {"models": _models, "capture": _capture, "demo": _demo}[args.command](args)
+        commands = {"models": _models, "capture": _capture, "demo": _demo,
+                    "judge-check": _judge_check, "serve-judge": _serve_judge}
+        return commands[args.command](args)
     except PersonascopeError as exc:
         print(f"personascope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -113,6 +130,65 @@ def _capture(args: argparse.Namespace) -> int:
     for pos, aset in sets.items():
         path = aset.save(out / f"activations-{pos.value}")
         print(f"{pos.value}: {len(aset)} rows x {len(aset.sites)} sites x {aset.acts.shape[-1]} -> {path}")
+    return 0
+
+
+def _judge_check(args: argparse.Namespace) -> int:
+    from .errors import UsageError
+    from .judges.check import CHECK_SETS, format_check, judge_check
+
+    kinds = [k.strip() for k in args.judges.split(",") if k.strip()]
+    allowed = ("rules", "tfidf", "logprob", "contrast", "http")
+    bad = [k for k in kinds if k not in allowed]
+    if bad:
+        raise UsageError(f"Unknown judge {bad[0]!r}; allowed: {', '.join(allowed)}")
+    sets = [x.strip() for x in args.sets.split(",") if x.strip()]
+    if any(x not in CHECK_SETS for x in sets):
+        raise UsageError(f"Unknown set in {args.sets!r}; allowed: {', '.join(CHECK_SETS)}")
+    if "http" in kinds and not args.base_url:
+        raise UsageError("--judges http needs --base-url, e.g. http://127.0.0.1:8000/v1")
+    judges: list = []
+    if "rules" in kinds:
+        from .judges.rules import RefusalJudge, ValueMatchJudge
+
+        judges += [RefusalJudge(), ValueMatchJudge()]
+    if "tfidf" in kinds:
+        from .judges.similarity import SimilarityJudge
+
+        judges.append(SimilarityJudge())
+    if "logprob" in kinds or "contrast" in kinds:
+        model = _load(args)
+        if "logprob" in kinds:
+            from .judges.logprob import LogProbJudge
+
+            judges.append(LogProbJudge(model, batch_size=args.batch_size))
+        if "contrast" in kinds:
+            from .judges.contrast import ContrastJudge
+
+            judges.append(ContrastJudge(model, batch_size=args.batch_size))
+    if "http" in kinds:
+        from .judges.http import HTTPJudge
+
+        judges.append(HTTPJudge(args.base_url, args.http_model, api_key_env=args.api_key_env))
+    results = []
+    for judge in judges:
+        own = getattr(judge, "check_sets", None)
+        use = [x for x in sets if not own or x in own]
+        if not use:
+            continue
+        res = judge_check(judge, use)
+        results.append(res)
+        print(format_check(res) + "\n")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
+        print(f"Wrote {args.json_out}")
+    return 0
+
+
+def _serve_judge(args: argparse.Namespace) -> int:
+    from .judges.server import serve
+
+    serve(_load(args), host=args.host, port=args.port, model_name=args.model)
     return 0
 
 

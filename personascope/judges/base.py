@@ -49,6 +49,9 @@ class Rubric(BaseModel):
     scale: Scale = "0-100"
     labels: tuple[str, ...] = ()  # for scale="label"
     description: str = ""
+    # For `ContrastJudge`: system prompts (with {target}) under which the text is likelier when it
+    # does / does not show the property; the user turn is the item's question.
+    contrast: tuple[str, str] | None = None
 
     @property
     def hash(self) -> str:
@@ -111,6 +114,10 @@ class Judge(ABC):
     def _rate(self, items: Sequence[Item], rubric: Rubric) -> list[Rating]:
         """Rate items (no caching)."""
 
+    def _cache_ok(self, rating: Rating) -> bool:
+        """Whether ``rating`` may be cached (a transient failure must be retried next time)."""
+        return True
+
     def rate(
         self, items: Sequence[Item | str], rubric: Rubric, *, cache: bool | str | Path = True
     ) -> list[Rating]:
@@ -133,7 +140,7 @@ class Judge(ABC):
             for i, r in zip(todo, fresh, strict=True):
                 out[i] = r
             if store:
-                store.put_many([(keys[i], r) for i, r in zip(todo, fresh, strict=True)])
+                store.put_many([(keys[i], r) for i, r in zip(todo, fresh, strict=True) if self._cache_ok(r)])
         return [r for r in out if r is not None]
 
 

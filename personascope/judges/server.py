@@ -1,0 +1,358 @@
+"""A small OpenAI-compatible server over a local `ModelAdapter` (stdlib ``http.server`` only).
+
+It serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (greedy decoding, optional
+log-probs of the first generated token), enough for `HTTPJudge` and OpenAI-style clients to use a
+local model as a judge. One request at a time runs on the model; it binds only to the host given
+(loopback by default) and has no authentication, so do not expose it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..chat import encode
+
+if TYPE_CHECKING:
+    from ..backends.base import ModelAdapter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 16
+MAX_TOKENS_CAP = 512
+TOP_LOGPROBS_CAP = 20
+MAX_BODY_BYTES = 8 * 1024 * 1024
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class RequestError(Exception):
+    """A client error answered as an OpenAI-style JSON error."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+class JudgeServer(ThreadingHTTPServer):
+    """Threading HTTP server that holds the model, its name and the lock serializing model access.
+
+    Args:
+        address: ``(host, port)`` to bind; port 0 picks a free port.
+        model: The local model that answers.
+        model_name: Name reported by ``/v1/models`` and in responses (default: the model's id).
+
+    """
+
+    daemon_threads = True
+    request_queue_size = 64  # clients queue here while one request at a time runs on the model
+
+    def __init__(self, address: tuple[str, int], model: ModelAdapter, *, model_name: str | None = None):
+        self.model = model
+        self.model_name = model_name or model.info.id or "personascope-local"
+        self.model_lock = threading.Lock()
+        self._serving_thread: threading.Thread | None = None
+        super().__init__(address, _Handler)
+
+    @property
+    def base_url(self) -> str:
+        """API root clients use, e.g. ``http://127.0.0.1:8000/v1``."""
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/v1"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a failed connection; a client that hung up early (timed out) is routine."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("client %s went away: %s", client_address, exc)
+        else:
+            log.exception("error while serving %s", client_address)
+
+    def close(self) -> None:
+        """Stop `serve_forever` (when running) and release the socket."""
+        if self._serving_thread is not None:
+            self.shutdown()
+            self._serving_thread.join(timeout=5)
+            self._serving_thread = None
+        self.server_close()
+
+    # ------------------------------------------------------------------ API
+    def models(self) -> dict[str, Any]:
+        """The ``/v1/models`` listing (one model)."""
+        return {"object": "list", "data": [self._model_entry()]}
+
+    def _model_entry(self) -> dict[str, Any]:
+        return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "personascope"}
+
+    def chat_completion(self, req: Any) -> dict[str, Any]:
+        """Answer a chat completions request body (already JSON-decoded); `RequestError` if bad."""
+        if not isinstance(req, dict):
+            raise RequestError(400, "Request body must be a JSON object")
+        messages = _messages(req.get("messages"))
+        if req.get("stream"):
+            raise RequestError(400, "Streaming is not supported", "stream")
+        if req.get("n", 1) != 1:
+            raise RequestError(400, "Only n=1 is supported", "n")
+        max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
+        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else _int(max_tokens, "max_tokens", 1)
+        max_tokens = min(max_tokens, MAX_TOKENS_CAP)
+        want_lp = req.get("logprobs", False)
+        if not isinstance(want_lp, bool):
+            raise RequestError(400, "logprobs must be a boolean", "logprobs")
+        top_n = req.get("top_logprobs")
+        top_n = 0 if top_n is None else min(_int(top_n, "top_logprobs", 0), TOP_LOGPROBS_CAP)
+        stop = _stops(req.get("stop"))
+
+        model, tok = self.model, self.model.tokenizer
+        with self.model_lock:
+            try:
+                prompt = model.format_chat(messages)
+            except Exception as e:  # noqa: BLE001 - chat templates reject some role orders
+                raise RequestError(400, f"Cannot format these messages: {e}", "messages") from None
+            text = model.generate([prompt], max_new_tokens=max_tokens, progress=False)[0]
+            logprobs = self._first_token_logprobs(prompt, top_n) if want_lp else None
+        prompt_tokens = len(encode(tok, prompt))
+        completion_tokens = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+        finish = "length" if completion_tokens >= max_tokens else "stop"
+        cut = min((text.index(s) for s in stop if s in text), default=None)
+        if cut is not None:
+            text, finish = text[:cut], "stop"
+            completion_tokens = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "system_fingerprint": (model.info.fingerprint or "")[:16] or None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _first_token_logprobs(self, prompt: str, top_n: int) -> dict[str, Any]:
+        """OpenAI-style ``logprobs`` block for the first (greedy) token after ``prompt``."""
+        lp = self.model.next_token_logprobs([prompt])[0]
+        k = max(1, top_n)
+        vals, ids = lp.topk(k)
+        tok = self.model.tokenizer
+
+        def entry(i: int, v: float) -> dict[str, Any]:
+            text = tok.decode([i])
+            return {"token": text, "logprob": v, "bytes": list(text.encode("utf-8"))}
+
+        top = [entry(int(i), float(v)) for i, v in zip(ids.tolist(), vals.tolist(), strict=True)]
+        first = dict(top[0])
+        first["top_logprobs"] = top[:top_n]
+        return {"content": [first]}
+
+
+def _int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RequestError(400, f"{name} must be an integer >= {minimum}", name)
+    return value
+
+
+def _stops(value: Any) -> list[str]:
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise RequestError(400, "stop must be a string or a list of strings", "stop")
+    return [s for s in stops if s]
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    """Validated ``[{"role", "content"}]`` (text content parts joined), or `RequestError`."""
+    if not isinstance(value, list) or not value:
+        raise RequestError(400, "messages must be a non-empty list", "messages")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise RequestError(
+                400, f"messages[{i}] needs a role among {', '.join(ROLES)}", f"messages[{i}].role"
+            )
+        content = m.get("content")
+        if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+            if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                raise RequestError(400, "Only text content parts are supported", f"messages[{i}].content")
+            content = "".join(str(p.get("text", "")) for p in content)
+        if not isinstance(content, str):
+            raise RequestError(400, f"messages[{i}].content must be a string", f"messages[{i}].content")
+        out.append({"role": ROLES[m["role"]], "content": content})
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: JudgeServer
+    protocol_version = "HTTP/1.1"
+    timeout = 120  # an idle keep-alive connection is closed after this many seconds
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = urlsplit(self.path).path.rstrip("/")
+        if path == "/v1/models":
+            self._send(200, self.server.models())
+        elif path == f"/v1/models/{self.server.model_name}":
+            self._send(200, self.server._model_entry())
+        elif path == "/health":
+            self._send(200, {"status": "ok"})
+        elif path == "/v1/chat/completions":
+            self._error(405, "Use POST for /v1/chat/completions")
+        else:
+            self._error(404, f"Unknown path {path or '/'}")
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        path = urlsplit(self.path).path.rstrip("/")
+        if path != "/v1/chat/completions":
+            self._discard_body()
+            self._error(404, f"Unknown path {path or '/'}")
+            return
+        try:
+            body = self._read_json()
+            self._send(200, self.server.chat_completion(body))
+        except RequestError as e:
+            self._error(e.status, e.message, e.param)
+        except Exception as e:  # noqa: BLE001 - a model failure answers 500, the server lives on
+            log.exception("chat completion failed")
+            self._error(500, f"Internal error: {type(e).__name__}", kind="server_error")
+
+    def _read_json(self) -> Any:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise RequestError(400, "Chunked request bodies are not supported; send Content-Length")
+        try:
+            n = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(400, "Missing Content-Length") from None
+        if n < 0 or n > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise RequestError(413, f"Request body over {MAX_BODY_BYTES} bytes")
+        raw = self.rfile.read(n)
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise RequestError(400, f"Invalid JSON body: {e}") from None
+
+    def _discard_body(self) -> None:
+        try:
+            n = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            n = -1
+        if 0 <= n <= MAX_BODY_BYTES:
+            self.rfile.read(n)
+        else:
+            self.close_connection = True
+
+    def _send(self, status: int, obj: Any) -> None:
+        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(
+        self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+    ) -> None:
+        code = HTTPStatus(status).phrase.lower().replace(" ", "_")
+        self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        log.debug("%s - " + format, self.address_string(), *args)
+
+
+def _server_class(host: str) -> type[JudgeServer]:
+    try:
+        v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        v6 = False
+    if not v6:
+        return JudgeServer
+    return type("JudgeServer6", (JudgeServer,), {"address_family": socket.AF_INET6})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_server(
+    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None
+) -> JudgeServer:
+    """A bound (not yet serving) `JudgeServer` on ``host:port``."""
+    if not _is_loopback(host):
+        log.warning("Judge server binds to %s: it has no authentication, anyone who can reach it can "
+                    "use the model", host)
+    return _server_class(host)((host, port), model, model_name=model_name)
+
+
+def serve(
+    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None
+) -> None:
+    """Serve ``model`` as an OpenAI-compatible API on ``host:port`` until interrupted (Ctrl-C).
+
+    Args:
+        model: The local model that answers.
+        host: Interface to bind (default loopback only).
+        port: TCP port (0 picks a free one; the URL is printed).
+        model_name: Name reported to clients (default: the model's id).
+
+    """
+    server = make_server(model, host, port, model_name=model_name)
+    print(f"Serving {server.model_name} at {server.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def start_in_thread(
+    model: ModelAdapter, host: str = "127.0.0.1", port: int = 0, **kw: Any
+) -> tuple[JudgeServer, str]:
+    """Start a server in a daemon thread; returns ``(server, base_url)``. Stop it with ``server.close()``.
+
+    Args:
+        model: The local model that answers.
+        host: Interface to bind (default loopback).
+        port: TCP port (default 0: a free port).
+        **kw: Passed to `make_server` (``model_name``).
+
+    """
+    server = make_server(model, host, port, **kw)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="judge-server", daemon=True)
+    server._serving_thread = thread
+    thread.start()
+    return server, server.base_url
+
+
+__all__ = ["JudgeServer", "RequestError", "make_server", "serve", "start_in_thread"]
