@@ -1,8 +1,9 @@
 """Similarity judge: does the text say (roughly) the target? TF-IDF over character n-grams.
 
 Dependency-free semantic matching (scikit-learn only): cosine similarity between the target and
-the closest sentence of the text, over character 3-5-grams, which tolerates inflection, spacing
-and small rewordings. It is a fallback for paraphrase matching, not a substitute for a model.
+the closest window of the text (windows of about the target's length in words), over character
+3-5-grams, which tolerates inflection, spacing and small rewordings. It is a fallback for
+paraphrase matching, not a substitute for a model.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from .base import Item, Judge, JudgeIdentity, Rating, Rubric
 
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+_WORD = re.compile(r"\S+")
+
+
+def _windows(text: str, n_words: int) -> list[str]:
+    """Word windows of length ``n_words`` .. ``n_words + 2`` (the whole text if shorter)."""
+    words = _WORD.findall(text)
+    if len(words) <= n_words:
+        return [text]
+    out = []
+    for size in range(max(1, n_words), n_words + 3):
+        out.extend(" ".join(words[i : i + size]) for i in range(0, len(words) - size + 1))
+    return out
 
 
 class SimilarityJudge(Judge):
-    """Value = max cosine similarity (0..1) between ``item.target`` and a sentence of the text.
+    """Value = max cosine similarity (0..1) between ``item.target`` and a window of the text.
 
     Args:
         ngram_range: Character n-gram sizes.
@@ -44,8 +56,8 @@ class SimilarityJudge(Judge):
 
     def _rate(self, items: Sequence[Item], rubric: Rubric) -> list[Rating]:
         ident = self.identity
-        sentences = [[s for s in _SENTENCE.split(it.text) if s.strip()] or [it.text] for it in items]
         targets = [it.target or "" for it in items]
+        sentences = [_windows(it.text, len(_WORD.findall(t))) for it, t in zip(items, targets, strict=True)]
         corpus = targets + [s for group in sentences for s in group]
         vec = TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range, sublinear_tf=True)
         mat = vec.fit_transform(corpus)
