@@ -35,13 +35,13 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "__version__"])
 
 if TYPE_CHECKING:
-    from .store import ActivationSet, activations, collect
     from .backends.base import ModelAdapter, Steer
     from .chat import format_chat
     from .errors import DataError, ModelNotFoundError, PersonascopeError, UsageError
     from .models import ALIASES, DEFAULT_MODEL, load_model
     from .records import ModelInfo, Provenance
     from .sites import Point, Position, Site
+    from .store import ActivationSet, activations, collect
 
 
 def __getattr__(name: str) -> Any:

@@ -108,9 +108,9 @@ def _load(args: argparse.Namespace):  # noqa: ANN202 - returns a ModelAdapter, i
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from .store import collect
     from .data import check_prompt_file, load_prompts
     from .sites import parse_point, parse_position
+    from .store import collect
 
     check_prompt_file(args.prompts)  # fail on a bad file before spending time on the model
     positions = [parse_position(p.strip()) for p in args.positions.split(",") if p.strip()]

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .store import collect
 from .data import load_persona_statements
 from .probes.layerwise import layer_separability
 from .records import now_iso, stable_hash
 from .reports.svg import line_chart
 from .sites import Position
+from .store import collect
 
 DEMO_PERSONAS = (
     "utilitarian", "deontologist", "moral-nihilist", "virtue-ethicist",

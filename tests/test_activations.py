@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from personascope.store import ActivationSet, collect
 from personascope.chat import encode
 from personascope.errors import DataError, UsageError
 from personascope.records import ModelInfo, Provenance
 from personascope.sites import Point, Position, Site
+from personascope.store import ActivationSet, collect
 
 PROMPTS = [
     "Hi",

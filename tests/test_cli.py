@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from personascope.store import ActivationSet
 from personascope.cli import main
+from personascope.store import ActivationSet
 
 
 def _write(path, lines):

@@ -1,8 +1,8 @@
 from collections import Counter
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from personascope.data import builtin_personas_dir, load_persona_statements, load_prompts, read_jsonl
 from personascope.errors import DataError
 

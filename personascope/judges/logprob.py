@@ -1,7 +1,7 @@
-"""Log-prob judge: a local model answers the rubric question; the score is the expectation of its
-next-token distribution over the valid answers (as the persona-vectors paper scores with its judge).
+"""Log-prob judge: a local model answers the rubric question, read as a distribution.
 
-Deterministic: one forward pass per batch, no sampling.
+The score is the expectation of the judge's next-token distribution over the valid answers (as
+the persona-vectors paper scores with its judge). Deterministic: one forward pass per batch, no sampling.
 """
 
 from __future__ import annotations

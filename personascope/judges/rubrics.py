@@ -1,5 +1,8 @@
-"""Built-in rubrics. Prompts follow the persona-vectors paper's judge (trait expression 0-100,
-coherence 0-100) and simple yes/no questions for refusal and attribute leakage."""
+"""Built-in rubrics.
+
+Prompts follow the persona-vectors paper's judge (trait expression 0-100, coherence 0-100) and
+simple yes/no questions for refusal and attribute leakage.
+"""
 
 from __future__ import annotations
 

@@ -48,8 +48,12 @@ def line_chart(
         parts.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" font-size="10" text-anchor="end">{v:.2f}</text>')
     step = max(1, len(xs) // 10)
     for v in xs[::step]:
-        parts.append(f'<text x="{px(v):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{v:g}</text>')
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 6}" font-size="11" text-anchor="middle">{escape(xlabel)}</text>')
+        parts.append(
+            f'<text x="{px(v):.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{v:g}</text>'
+        )
+    parts.append(
+        f'<text x="{left + pw / 2}" y="{height - 6}" font-size="11" text-anchor="middle">{escape(xlabel)}</text>'
+    )
     parts.append(
         f'<text x="14" y="{top + ph / 2}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 14 {top + ph / 2})">{escape(ylabel)}</text>'
@@ -59,7 +63,10 @@ def line_chart(
         pts = " ".join(f"{px(a):.1f},{py(float(b)):.1f}" for a, b in zip(xs, vals, strict=True))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
         ly = top + 12 + 16 * i
-        parts.append(f'<line x1="{left + pw + 10}" x2="{left + pw + 28}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/>')
+        parts.append(
+            f'<line x1="{left + pw + 10}" x2="{left + pw + 28}" y1="{ly}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"/>'
+        )
         parts.append(f'<text x="{left + pw + 32}" y="{ly + 4}" font-size="11">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
