@@ -68,19 +68,20 @@ class TransformerLensAdapter(ModelAdapter):
         want_logits: bool,
     ) -> tuple[dict[Site, torch.Tensor], torch.Tensor | None]:
         hooks = self._hooks(list(self._steers), prompt_lens, ids.shape[1])
+        saved: dict[Site, torch.Tensor] = {}
+        last = max(sites, key=lambda s: s.order) if sites else None
+        # Capture hooks come after the steering hooks, so a steered site is read after the edit.
+        # The last one ends the pass when no logits are needed: TL's stop_at_layer cannot stop
+        # after the final block, so with it the final norm and LM head would still run.
+        for site in sites:
+            hooks.append((hook_name(site), _capture_hook(saved, site, stop=site == last and not want_logits)))
+        logits = None
         with self.bridge.hooks(fwd_hooks=hooks):
-            if sites:
-                names = [hook_name(s) for s in sites]
-                stop = None if want_logits else max(s.layer for s in sites) + 1
-                logits, cache = self.bridge.run_with_cache(
-                    ids, attention_mask=mask, names_filter=names, stop_at_layer=stop,
-                    return_cache_object=False,
-                )
-                acts = {s: cache[hook_name(s)] for s in sites}
-            else:
+            try:
                 logits = self.bridge(ids, attention_mask=mask, return_type="logits")
-                acts = {}
-        return acts, (logits if want_logits else None)
+            except _StopForward:
+                pass
+        return {s: saved[s] for s in sites}, logits
 
     def _generate_ids(
         self, ids: torch.Tensor, mask: torch.Tensor, gen_kwargs: dict[str, Any]
@@ -123,6 +124,20 @@ def _alias_cache_kwarg(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, d
     if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
         kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
     return args, kwargs
+
+
+class _StopForward(Exception):
+    """Raised by the last capture hook to end a forward pass early."""
+
+
+def _capture_hook(saved: dict[Site, torch.Tensor], site: Site, *, stop: bool) -> Any:
+    def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        saved[site] = x
+        if stop:
+            raise _StopForward
+        return x
+
+    return hook
 
 
 def _make_hook(steer: Steer, mask: torch.Tensor | None, *, prompt_width: int) -> Any:
