@@ -319,24 +319,29 @@ class ModelAdapter(ABC):
             raise UsageError(f"Unknown reduce {reduce!r}; allowed: sum, mean")
         enc = self._encode(prompts, continuations)
         out = np.zeros(len(enc), dtype=np.float64)
+        for idx, ids, _, logits in self._logit_batches(enc, batch_size, "logprobs", progress):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, i in enumerate(idx):
+                p_len, t_len = enc[i].prompt_len, len(enc[i].ids)
+                if t_len == p_len:
+                    raise UsageError(f"Continuation {i} is empty")
+                targets = ids[j, p_len:t_len]
+                lp = logp[j, p_len - 1 : t_len - 1].gather(-1, targets[:, None]).sum()
+                out[i] = lp.item() / (1 if reduce == "sum" else t_len - p_len)
+        return out
+
+    def _logit_batches(
+        self, enc: list[_Encoded], batch_size: int | None, desc: str, progress: bool
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Right-padded forward passes with logits: yields ``(indices, ids, prompt_lens, logits)``."""
         order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
-        with torch.inference_mode(), tqdm(
-            total=len(enc), desc="logprobs", disable=not progress, leave=False
-        ) as bar:
+        with torch.inference_mode(), tqdm(total=len(enc), desc=desc, disable=not progress, leave=False) as bar:
             for idx in self._batches(order, batch_size or self.batch_size):
                 ids, mask = self._pad([enc[i].ids for i in idx], "right")
                 plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
                 _, logits = self._forward(ids, mask, [], plens, want_logits=True)
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                for j, i in enumerate(idx):
-                    p_len, t_len = enc[i].prompt_len, len(enc[i].ids)
-                    if t_len == p_len:
-                        raise UsageError(f"Continuation {i} is empty")
-                    targets = ids[j, p_len:t_len]
-                    lp = logp[j, p_len - 1 : t_len - 1].gather(-1, targets[:, None]).sum()
-                    out[i] = lp.item() / (1 if reduce == "sum" else t_len - p_len)
+                yield idx, ids, plens, logits
                 bar.update(len(idx))
-        return out
 
     def next_token_logprobs(
         self, prompts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
@@ -348,20 +353,12 @@ class ModelAdapter(ABC):
         """
         enc = self._encode(prompts, None)
         out: torch.Tensor | None = None
-        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
-        with torch.inference_mode(), tqdm(
-            total=len(enc), desc="next-token", disable=not progress, leave=False
-        ) as bar:
-            for idx in self._batches(order, batch_size or self.batch_size):
-                ids, mask = self._pad([enc[i].ids for i in idx], "right")
-                plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
-                _, logits = self._forward(ids, mask, [], plens, want_logits=True)
-                last = logits[torch.arange(len(idx), device=logits.device), plens - 1].float()
-                logp = torch.log_softmax(last, dim=-1).cpu()
-                if out is None:
-                    out = torch.empty((len(enc), logp.shape[-1]), dtype=torch.float32)
-                out[idx] = logp
-                bar.update(len(idx))
+        for idx, _, plens, logits in self._logit_batches(enc, batch_size, "next-token", progress):
+            last = logits[torch.arange(len(idx), device=logits.device), plens - 1].float()
+            logp = torch.log_softmax(last, dim=-1).cpu()
+            if out is None:
+                out = torch.empty((len(enc), logp.shape[-1]), dtype=torch.float32)
+            out[idx] = logp
         assert out is not None
         return out
 
