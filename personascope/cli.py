@@ -44,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the activation cache")
 
+    p = sub.add_parser("localize", help="find the layers where personas separate (probes per layer)")
+    _add_model_args(p)
+    p.add_argument("--personas", default="builtin",
+                   help="'builtin', a folder of persona JSONL files, or one file (default: %(default)s)")
+    p.add_argument("--names", help="comma list of persona names to use (default: all in the source)")
+    p.add_argument("--framing", default="system", choices=["system", "user", "says"])
+    p.add_argument("--position", default="last", choices=["last", "prompt_mean"])
+    p.add_argument("--n-per-persona", type=int, default=60)
+    p.add_argument("--probes", default="logreg,extratrees", help="comma list of logreg, extratrees")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder (localization.json)")
+
     p = sub.add_parser("judge-check", help="measure each judge's agreement on the shipped labelled sets")
     _add_model_args(p)
     p.add_argument("--judges", default="rules,tfidf,logprob,contrast",
@@ -75,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        commands = {"models": _models, "capture": _capture, "demo": _demo,
+        commands = {"models": _models, "capture": _capture, "demo": _demo, "localize": _localize,
                     "judge-check": _judge_check, "serve-judge": _serve_judge}
         return commands[args.command](args)
     except PersonascopeError as exc:
@@ -130,6 +142,40 @@ def _capture(args: argparse.Namespace) -> int:
     for pos, aset in sets.items():
         path = aset.save(out / f"activations-{pos.value}")
         print(f"{pos.value}: {len(aset)} rows x {len(aset.sites)} sites x {aset.acts.shape[-1]} -> {path}")
+    return 0
+
+
+def _localize(args: argparse.Namespace) -> int:
+    from .data import builtin_personas_dir, load_persona_statements
+    from .probes.localize import localize
+
+    source = None if args.personas == "builtin" else Path(args.personas)
+    if source is not None and not source.exists():
+        from .errors import DataError
+
+        raise DataError(f"{source}: no such persona file or folder")
+    available = sorted({s.persona for s in load_persona_statements(source)})
+    names = [n.strip() for n in args.names.split(",")] if args.names else [
+        n for n in available if n != "neutral"
+    ]
+    model = _load(args)
+    res = localize(
+        model, names, source=source or builtin_personas_dir(), framing=args.framing,
+        position=args.position, n_per_persona=args.n_per_persona, seed=args.seed,
+        probes=[p.strip() for p in args.probes.split(",") if p.strip()], batch_size=args.batch_size,
+        progress=True,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "localization.json").write_text(res.model_dump_json(indent=1))
+    print("layer  probe acc (95% CI)       control  selectivity  silhouette")
+    for r in res.layers:
+        print(f"{r.layer:>5}  {r.accuracy:.3f} ({r.accuracy_ci[0]:.2f}-{r.accuracy_ci[1]:.2f})     "
+              f"{r.control_accuracy:.3f}   {r.selectivity:11.3f}  {r.silhouette:10.3f}")
+    lo, hi = res.band
+    print(f"\nBest layer {res.best_layer}; personas separate in layers {lo}-{hi} "
+          f"({res.band_fraction[0]:.2f}-{res.band_fraction[1]:.2f} of depth)")
+    print(f"Wrote {out.resolve() / 'localization.json'}")
     return 0
 
 

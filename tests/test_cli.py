@@ -99,3 +99,22 @@ def test_missing_local_model_names_the_path(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "No such model file or folder" in capsys.readouterr().err
+
+
+def test_localize_writes_result_json(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "loc"
+    rc = main(["localize", "--model", str(tiny_model_dir), "--names", "liberal,conservative",
+               "--n-per-persona", "10", "--probes", "logreg", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "localization.json").read_text())
+    assert set(data["personas"]) == {"conservative", "liberal"}
+    assert len(data["layers"]) == 4
+    assert 0 <= data["band"][0] <= data["band"][1] <= 3
+    assert "personas separate in layers" in capsys.readouterr().out
+
+
+def test_localize_unknown_source_is_usage_error(tmp_path, capsys):
+    rc = main(["localize", "--personas", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "no such persona file or folder" in capsys.readouterr().err

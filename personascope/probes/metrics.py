@@ -1,0 +1,286 @@
+"""Per-layer measures of how well labelled activations separate, and how classes overlap.
+
+NumPy and scikit-learn only (no torch), so reports and tests can use them on plain arrays.
+Every function takes one layer's ``X [n, d]`` and labels ``y [n]`` unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.metrics import confusion_matrix, silhouette_score
+from sklearn.model_selection import StratifiedKFold
+
+from ..errors import UsageError
+from .layerwise import fisher_ratio
+
+__all__ = [
+    "bootstrap_ci",
+    "centroid_cosine_matrix",
+    "cka_matrix",
+    "cohens_d",
+    "cv_accuracy",
+    "cv_predict",
+    "fisher_ratio",
+    "jaccard_matrix",
+    "linear_cka",
+    "localized_band",
+    "mean_centroid_distance",
+    "normalized_confusion",
+    "silhouette",
+    "top_units",
+]
+
+
+def _splitter(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise UsageError(f"Cross-validation needs at least two classes, got {list(classes)}")
+    if folds < 2:
+        raise UsageError(f"folds must be >= 2, got {folds}")
+    if counts.min() < folds:
+        raise UsageError(
+            f"The smallest class has {counts.min()} items but folds={folds}; "
+            "use fewer folds or more items per class"
+        )
+    return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def cv_predict(
+    X: np.ndarray, y: np.ndarray, estimator: Any, folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold predictions of a stratified k-fold, and the fold of each item.
+
+    Args:
+        X: ``[n, d]`` features.
+        y: ``[n]`` labels.
+        estimator: An unfitted scikit-learn estimator or pipeline (cloned for every fold).
+        folds: Number of stratified folds.
+        seed: Seed of the fold shuffle.
+
+    Returns:
+        ``(pred [n], fold [n])``: each item's prediction by the model that did not see it.
+
+    """
+    y = np.asarray(y)
+    cv = _splitter(y, folds, seed)
+    pred = np.empty(len(y), dtype=y.dtype)
+    fold = np.empty(len(y), dtype=np.int64)
+    for k, (train, test) in enumerate(cv.split(X, y)):
+        model = clone(estimator).fit(X[train], y[train])
+        pred[test] = model.predict(X[test])
+        fold[test] = k
+    return pred, fold
+
+
+def cv_accuracy(
+    X: np.ndarray, y: np.ndarray, estimator: Any, folds: int = 5, seed: int = 0
+) -> tuple[float, list[float]]:
+    """Mean stratified k-fold accuracy and the accuracy of each fold.
+
+    Same splits as `cv_predict` with the same seed, so the two can be mixed.
+    """
+    y = np.asarray(y)
+    pred, fold = cv_predict(X, y, estimator, folds, seed)
+    per_fold = [float((pred[fold == k] == y[fold == k]).mean()) for k in range(folds)]
+    return float(np.mean(per_fold)), per_fold
+
+
+def silhouette(X: np.ndarray, y: np.ndarray, metric: str = "cosine") -> float:
+    """Mean silhouette coefficient of the labelled classes, in [-1, 1] (sklearn).
+
+    ``metric="cosine"`` (default) compares directions, which suits residual streams whose norm
+    grows with depth; ``"euclidean"`` is the textbook choice. No scaling is applied.
+    """
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(silhouette_score(X, y, metric=metric))
+
+
+def _centroids(X: np.ndarray, y: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    return np.stack([X[y == c].mean(0) for c in classes])
+
+
+def _cosine_rows(M: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(M, axis=1, keepdims=True)
+    U = M / np.maximum(norms, 1e-12)
+    return U @ U.T
+
+
+def centroid_cosine_matrix(
+    X: np.ndarray, y: np.ndarray, classes: Sequence[Any] | None = None, center: np.ndarray | None = None
+) -> np.ndarray:
+    """Cosine similarity ``[k, k]`` between class centroids, optionally after subtracting ``center``.
+
+    Residual streams share a large common offset, so raw centroid cosines are all near 1; pass
+    the mean of a background set as ``center`` to compare each class's *shift* from it instead.
+    """
+    y = np.asarray(y)
+    classes = list(np.unique(y)) if classes is None else list(classes)
+    C = _centroids(X.astype(np.float64), y, classes)
+    if center is not None:
+        C = C - np.asarray(center, dtype=np.float64)
+    return _cosine_rows(C)
+
+
+def mean_centroid_distance(X: np.ndarray, y: np.ndarray) -> float:
+    """Mean over class pairs of the cosine distance (1 - cosine) between raw class centroids.
+
+    Uncentered on purpose: centering on the grand mean would make two balanced classes always
+    exactly opposite (distance 2), whatever the data.
+    """
+    S = centroid_cosine_matrix(X, y)
+    k = len(S)
+    if k < 2:
+        return float("nan")
+    iu = np.triu_indices(k, 1)
+    return float((1.0 - S[iu]).mean())
+
+
+def _centered_gram(X: np.ndarray) -> np.ndarray:
+    Xc = X.astype(np.float64) - X.mean(0, dtype=np.float64)
+    return Xc @ Xc.T
+
+
+def _cka_from_grams(K: np.ndarray, L: np.ndarray) -> float:
+    # <K, L>_F = ||Y^T X||_F^2 for centered features (Kornblith et al. 2019, eq. for linear CKA).
+    num = float((K * L).sum())
+    den = float(np.sqrt((K * K).sum() * (L * L).sum()))
+    return num / den if den > 0 else float("nan")
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear centered kernel alignment of two representations of the same ``n`` items.
+
+    CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centered ``Xc``, ``Yc``
+    (Kornblith et al. 2019). It is 1 for identical representations and invariant to orthogonal
+    transforms and isotropic scaling; ``X`` and ``Y`` may have different widths.
+    """
+    if len(X) != len(Y):
+        raise UsageError(f"CKA needs the same items in both: {len(X)} vs {len(Y)} rows")
+    return _cka_from_grams(_centered_gram(X), _centered_gram(Y))
+
+
+def cka_matrix(acts: np.ndarray) -> np.ndarray:
+    """Linear CKA between every pair of layers of ``acts [n, L, d]``; returns ``[L, L]``."""
+    # n x n Gram matrices, each computed once: cheaper than d x d when n < d, and exact either way.
+    grams = [_centered_gram(acts[:, j]) for j in range(acts.shape[1])]
+    n_l = len(grams)
+    out = np.eye(n_l)
+    for i in range(n_l):
+        for j in range(i + 1, n_l):
+            out[i, j] = out[j, i] = _cka_from_grams(grams[i], grams[j])
+    return out
+
+
+def localized_band(scores: Sequence[float], chance: float, frac: float = 0.9) -> tuple[int, int]:
+    """The contiguous run of positions around the best score where the score is near its maximum.
+
+    Rule: with ``m = max(scores)`` and threshold ``t = chance + frac * (m - chance)``, start at the
+    first argmax and extend left and right while ``score >= t``. Returns inclusive indices
+    ``(start, end)`` into ``scores``. If ``m <= chance`` nothing is localized and the band is just
+    the argmax. NaN scores never join the band.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        raise UsageError("localized_band needs at least one score")
+    if not 0.0 <= frac <= 1.0:
+        raise UsageError(f"frac must be in [0, 1], got {frac}")
+    best = int(np.nanargmax(s))
+    m = s[best]
+    if m <= chance:
+        return best, best
+    threshold = chance + frac * (m - chance)
+    start = end = best
+    while start > 0 and s[start - 1] >= threshold:
+        start -= 1
+    while end < len(s) - 1 and s[end + 1] >= threshold:
+        end += 1
+    return start, end
+
+
+def bootstrap_ci(
+    correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of accuracy, resampling statements (items) with replacement.
+
+    ``correct`` is per-item correctness from out-of-fold predictions (`cv_predict`), ``[n]`` or
+    ``[L, n]`` for several layers. The same resampled items are used for every layer, so the band
+    is a band around the whole curve. This is the cheap bootstrap: probes are not refit, so it
+    measures item sampling noise given the fitted folds, not fold-to-fold training variance.
+
+    Returns:
+        ``(low, high)``, each of shape ``correct.shape[:-1]``.
+
+    """
+    c = np.asarray(correct, dtype=np.float64)
+    n = c.shape[-1]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    # [..., n_boot]: mean correctness of each resample.
+    boots = c[..., idx].mean(-1)
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(boots, alpha, axis=-1), np.quantile(boots, 1.0 - alpha, axis=-1)
+
+
+def normalized_confusion(y: np.ndarray, pred: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """Confusion matrix ``[k, k]`` with rows (true class) normalized to sum to 1."""
+    cm = confusion_matrix(np.asarray(y), np.asarray(pred), labels=list(classes)).astype(np.float64)
+    return cm / np.maximum(cm.sum(1, keepdims=True), 1.0)
+
+
+def cohens_d(X: np.ndarray, X_ref: np.ndarray) -> np.ndarray:
+    """Standardized mean difference per unit: (mean(X) - mean(X_ref)) / pooled sd, shape ``[d]``."""
+    X = X.astype(np.float64)
+    X_ref = X_ref.astype(np.float64)
+    n1, n2 = len(X), len(X_ref)
+    v1, v2 = X.var(0, ddof=1), X_ref.var(0, ddof=1)
+    pooled = np.sqrt(((n1 - 1) * v1 + (n2 - 1) * v2) / max(n1 + n2 - 2, 1))
+    return (X.mean(0) - X_ref.mean(0)) / np.maximum(pooled, 1e-12)
+
+
+def top_units(
+    X: np.ndarray,
+    y: np.ndarray,
+    classes: Sequence[Any],
+    k: int = 20,
+    background: np.ndarray | None = None,
+) -> dict[Any, list[int]]:
+    """Per class, the ``k`` units with the largest |Cohen's d| against a background set.
+
+    Args:
+        X: ``[n, d]`` features.
+        y: ``[n]`` labels.
+        classes: Classes to rank units for.
+        k: Units per class.
+        background: ``[m, d]`` reference rows (e.g. neutral statements). Without it each class
+            is compared with all rows of the other classes (one-vs-rest).
+
+    Returns:
+        ``{class: [unit, ...]}``, most divergent first. Absolute value: a unit that moves either
+        way counts as the class's unit.
+
+    """
+    y = np.asarray(y)
+    out: dict[Any, list[int]] = {}
+    for c in classes:
+        ref = background if background is not None else X[y != c]
+        d = np.abs(cohens_d(X[y == c], ref))
+        out[c] = [int(i) for i in np.argsort(-d, kind="stable")[:k]]
+    return out
+
+
+def jaccard_matrix(sets: Mapping[Any, Sequence[int]], classes: Sequence[Any]) -> np.ndarray:
+    """Pairwise Jaccard index ``|A & B| / |A | B|`` of the unit sets of ``classes``."""
+    ss = [set(sets[c]) for c in classes]
+    k = len(ss)
+    out = np.eye(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            union = len(ss[i] | ss[j])
+            out[i, j] = out[j, i] = len(ss[i] & ss[j]) / union if union else 0.0
+    return out
