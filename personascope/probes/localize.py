@@ -28,6 +28,8 @@ from . import metrics as M
 from .layerwise import linear_probe
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from ..backends.base import ModelAdapter
     from ..store import ActivationSet
 
@@ -96,6 +98,30 @@ class LocalizationResult(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the result."""
         return self.model_dump(mode="json")
+
+    def plot_curve(self, **kw: Any) -> Figure:
+        """Separability curve of this result (see `plots.separability_curve` for ``kw``)."""
+        from .plots import separability_curve
+
+        return separability_curve(self, **kw)
+
+    def plot_overlap(self) -> Figure:
+        """Overlap heatmaps at the best layer (see `plots.overlap_heatmaps`)."""
+        from .plots import overlap_heatmaps
+
+        return overlap_heatmaps(self)
+
+    def plot_cka(self) -> Figure:
+        """Layer-by-layer CKA heatmap (see `plots.cka_heatmap`)."""
+        from .plots import cka_heatmap
+
+        return cka_heatmap(self)
+
+    def save_plots(self, out_dir: str | Path, **kw: Any) -> list[Path]:
+        """Paths of the curve, overlap and CKA figures written to ``out_dir`` (see `plots.save_all`)."""
+        from .plots import save_all
+
+        return save_all(self, out_dir, **kw)
 
     def _repr_html_(self) -> str:
         head = (
