@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-persona", type=int, default=60)
     p.add_argument("--probes", default="logreg,extratrees", help="comma list of logreg, extratrees")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder (localization.json)")
+    p.add_argument("--out", required=True, help="output folder (localization.json + PNG/SVG figures)")
 
     p = sub.add_parser("judge-check", help="measure each judge's agreement on the shipped labelled sets")
     _add_model_args(p)
@@ -168,6 +168,7 @@ def _localize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "localization.json").write_text(res.model_dump_json(indent=1))
+    figures = res.save_plots(out)
     print("layer  probe acc (95% CI)       control  selectivity  silhouette")
     for r in res.layers:
         print(f"{r.layer:>5}  {r.accuracy:.3f} ({r.accuracy_ci[0]:.2f}-{r.accuracy_ci[1]:.2f})     "
@@ -176,6 +177,8 @@ def _localize(args: argparse.Namespace) -> int:
     print(f"\nBest layer {res.best_layer}; personas separate in layers {lo}-{hi} "
           f"({res.band_fraction[0]:.2f}-{res.band_fraction[1]:.2f} of depth)")
     print(f"Wrote {out.resolve() / 'localization.json'}")
+    for path in figures:
+        print(f"      {Path(path).resolve()}")
     return 0
 
 

@@ -111,6 +111,8 @@ def test_localize_writes_result_json(tiny_model_dir, tmp_path, monkeypatch, caps
     assert set(data["personas"]) == {"conservative", "liberal"}
     assert len(data["layers"]) == 4
     assert 0 <= data["band"][0] <= data["band"][1] <= 3
+    figures = sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".svg"))
+    assert {"separability.png", "separability.svg", "overlap.png", "cka.png"} <= set(figures)
     assert "personas separate in layers" in capsys.readouterr().out
 
 
