@@ -75,3 +75,20 @@ def smol_tl():
     import personascope as ps
 
     return ps.load_model("smollm2-135m-instruct", backend="transformer_lens")
+
+
+def fake_activation_set(x, labels: list[str], n_layers: int | None = None):
+    """An `ActivationSet` over synthetic activations ``x [n, layers, d]`` with a fake model record."""
+    import numpy as np
+    import torch
+
+    from personascope.records import ModelInfo, Provenance
+    from personascope.sites import Position, Site
+    from personascope.store import ActivationSet
+
+    info = ModelInfo(id="fake", source="-", fingerprint="0" * 64, n_layers=n_layers or x.shape[1],
+                     d_model=x.shape[2], dtype="float32", device="cpu", backend="none")
+    sites = [Site(i) for i in range(x.shape[1])]
+    prov = Provenance(model=info, method="synthetic", sites=[str(s) for s in sites],
+                      position="last", data_hash="synthetic", n_items=len(x))
+    return ActivationSet(torch.from_numpy(np.asarray(x, dtype=np.float32)), sites, Position.LAST, prov, labels)

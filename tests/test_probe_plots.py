@@ -8,28 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import fake_activation_set
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 
 from personascope.errors import UsageError
 from personascope.probes import plots
 from personascope.probes.localize import LocalizationResult, localize_activations
-from personascope.records import ModelInfo, Provenance
-from personascope.sites import Position, Site
 from personascope.store import ActivationSet
 
 N_LAYERS, D, PER = 8, 16, 20
 PLANTED = range(4, 7)
 
 
-def _fake_set(x: np.ndarray, labels: list[str], n_layers: int | None = None) -> ActivationSet:
-    info = ModelInfo(id="fake", source="-", fingerprint="0" * 64, n_layers=n_layers or x.shape[1],
-                     d_model=x.shape[2], dtype="float32", device="cpu", backend="none")
-    prov = Provenance(model=info, method="synthetic", sites=[str(Site(i)) for i in range(x.shape[1])],
-                      position="last", data_hash="synthetic", n_items=len(x))
-    return ActivationSet(torch.from_numpy(x.astype(np.float32)), [Site(i) for i in range(x.shape[1])],
-                         Position.LAST, prov, labels)
+_fake_set = fake_activation_set
 
 
 def _planted(personas: list[str], n_layers: int = N_LAYERS, seed: int = 0) -> ActivationSet:

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, fake_activation_set
 
 from personascope.probes import metrics as M
 from personascope.probes.localize import LocalizationResult, localize_activations
-from personascope.records import ModelInfo, Provenance
-from personascope.sites import Position, Site
 from personascope.store import ActivationSet
 
 N_LAYERS, D, PER = 12, 32, 40
 PLANTED = range(7, 11)
 
 
-def _fake_set(x: np.ndarray, labels: list[str]) -> ActivationSet:
-    info = ModelInfo(id="fake", source="-", fingerprint="0" * 64, n_layers=x.shape[1], d_model=x.shape[2],
-                     dtype="float32", device="cpu", backend="none")
-    prov = Provenance(model=info, method="synthetic", sites=[str(Site(i)) for i in range(x.shape[1])],
-                      position="last", data_hash="synthetic", n_items=len(x))
-    return ActivationSet(torch.from_numpy(x.astype(np.float32)), [Site(i) for i in range(x.shape[1])],
-                         Position.LAST, prov, labels)
+_fake_set = fake_activation_set
 
 
 def _planted(personas: list[str], background: bool = False, seed: int = 0) -> ActivationSet:
