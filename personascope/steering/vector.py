@@ -1,0 +1,235 @@
+"""`PersonaVector`: one direction per layer, with provenance; save/load, GGUF control vectors, steering.
+
+A persona vector holds ``directions[layer] -> [d_model]`` for one or more layers (layer i = the
+output of block i). It is a value: scaling, negation and addition return new vectors. Files are
+safetensors + a JSON sidecar (no pickle), or llama.cpp control-vector GGUF so users can steer in
+llama.cpp and Ollama.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import DataError, UsageError
+from ..records import ModelInfo, now_iso
+from ..sites import Site
+
+if TYPE_CHECKING:
+    from ..backends.base import ModelAdapter
+
+FORMAT = "personascope.PersonaVector"
+
+
+@dataclass
+class PersonaVector:
+    """Trait directions per layer plus how they were made.
+
+    Attributes:
+        name: Trait or persona name.
+        directions: ``{layer: tensor [d_model]}`` (float32, CPU).
+        model: `ModelInfo` of the model the vector was extracted from (None for imported files).
+        method: How it was computed (``mean_diff:response_avg``, ``pca``, ``gguf-import`` ...).
+        meta: Anything else worth keeping (trait spec hash, data hash, pairs kept, seed, ...).
+    """
+
+    name: str
+    directions: dict[int, torch.Tensor]
+    model: ModelInfo | None = None
+    method: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise UsageError("A PersonaVector needs at least one layer")
+        dims = {tuple(v.shape) for v in self.directions.values()}
+        if len(dims) != 1 or len(next(iter(dims))) != 1:
+            raise UsageError(f"All directions must be 1-D of one size; got shapes {sorted(dims)}")
+        self.directions = {int(k): v.detach().to("cpu", torch.float32) for k, v in sorted(self.directions.items())}
+
+    # ------------------------------------------------------------------ value semantics
+    @property
+    def layers(self) -> list[int]:
+        """Layers that have a direction."""
+        return list(self.directions)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the directions."""
+        return int(next(iter(self.directions.values())).shape[0])
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        if layer not in self.directions:
+            raise UsageError(f"No direction at layer {layer}; this vector has layers {self.layers}")
+        return self.directions[layer]
+
+    def _map(self, fn: Any, method: str) -> PersonaVector:
+        return PersonaVector(self.name, {k: fn(v) for k, v in self.directions.items()}, self.model,
+                             method or self.method, dict(self.meta))
+
+    def __mul__(self, c: float) -> PersonaVector:
+        return self._map(lambda v: v * float(c), "")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> PersonaVector:
+        return self * -1.0
+
+    def __add__(self, other: PersonaVector) -> PersonaVector:
+        if not isinstance(other, PersonaVector):
+            return NotImplemented
+        if other.d_model != self.d_model:
+            raise UsageError(f"Cannot add vectors of width {self.d_model} and {other.d_model}")
+        keys = sorted(set(self.directions) | set(other.directions))
+        zero = torch.zeros(self.d_model)
+        dirs = {k: self.directions.get(k, zero) + other.directions.get(k, zero) for k in keys}
+        return PersonaVector(f"{self.name}+{other.name}", dirs, self.model, "sum", {})
+
+    def __sub__(self, other: PersonaVector) -> PersonaVector:
+        return self + (-other)
+
+    def unit(self) -> PersonaVector:
+        """The same directions scaled to norm 1 per layer."""
+        return self._map(lambda v: v / v.norm().clamp_min(1e-12), "")
+
+    def at(self, layer: int) -> PersonaVector:
+        """A vector with only ``layer``."""
+        return PersonaVector(self.name, {layer: self[layer]}, self.model, self.method, dict(self.meta))
+
+    def __repr__(self) -> str:
+        src = self.model.short if self.model else "unknown model"
+        return f"PersonaVector({self.name!r}, layers={self.layers[:6]}{'...' if len(self.layers) > 6 else ''}, " \
+               f"d={self.d_model}, method={self.method!r}, from={src})"
+
+    # ------------------------------------------------------------------ compatibility
+    def check_model(self, model: ModelAdapter, *, force: bool = False) -> None:
+        """Raise `UsageError` if ``model`` cannot take this vector (width, layers, fingerprint)."""
+        if self.d_model != model.d_model:
+            raise UsageError(
+                f"Vector {self.name!r} has width {self.d_model} but the model has d_model {model.d_model}"
+            )
+        bad = [k for k in self.layers if not 0 <= k < model.n_layers]
+        if bad:
+            raise UsageError(f"Vector layers {bad} do not exist in a model with {model.n_layers} layers")
+        if not force and self.model is not None and self.model.fingerprint != model.info.fingerprint:
+            raise UsageError(
+                f"Vector {self.name!r} was extracted from {self.model.short}, not {model.info.short}; "
+                "pass force=True to use it anyway"
+            )
+
+    # ------------------------------------------------------------------ steering
+    @contextlib.contextmanager
+    def apply(
+        self,
+        model: ModelAdapter,
+        coeff: float = 1.0,
+        layer: int | None = None,
+        positions: str = "all",
+        *,
+        force: bool = False,
+    ) -> Iterator[ModelAdapter]:
+        """Steer ``model`` with ``coeff`` times this vector at ``layer`` (default: all its layers).
+
+        Every forward pass inside the block is steered (prompt and every generated token, as
+        ``positions`` says); the model is restored on exit, also after an exception.
+        """
+        from ..backends.base import Steer
+
+        self.check_model(model, force=force)
+        layers = self.layers if layer is None else [layer]
+        steers = [Steer(Site(k), self[k], coeff, positions) for k in layers]
+        with model.steer(steers):
+            yield model
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.safetensors`` and ``path.json``; returns the tensor path."""
+        base = Path(path)
+        if base.suffix in (".safetensors", ".json"):
+            base = base.with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        st = base.with_suffix(".safetensors")
+        tmp = st.with_name(st.name + f".tmp{os.getpid()}")
+        save_file({f"direction.{k}": v.contiguous() for k, v in self.directions.items()}, str(tmp),
+                  metadata={"format": FORMAT})
+        os.replace(tmp, st)
+        meta = {"format": FORMAT, "name": self.name, "method": self.method, "layers": self.layers,
+                "d_model": self.d_model, "model": self.model.model_dump(mode="json") if self.model else None,
+                "meta": self.meta, "saved": now_iso()}
+        base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
+        return st
+
+    @classmethod
+    def load(cls, path: str | Path) -> PersonaVector:
+        """Read a vector written by `save`; a missing or damaged file raises `DataError`."""
+        base = Path(path)
+        if base.suffix in (".safetensors", ".json"):
+            base = base.with_suffix("")
+        try:
+            meta = json.loads(base.with_suffix(".json").read_text())
+            tensors = load_file(str(base.with_suffix(".safetensors")))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type on damage
+            raise DataError(f"Cannot read persona vector {base}: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{base}.json is not a personascope persona vector")
+        dirs = {int(k.split(".")[1]): v for k, v in tensors.items()}
+        model = ModelInfo.model_validate(meta["model"]) if meta.get("model") else None
+        return cls(meta["name"], dirs, model, meta.get("method", ""), meta.get("meta", {}))
+
+    def to_gguf(self, path: str | Path, *, model_hint: str = "llama") -> Path:
+        """Export as a llama.cpp control vector (arch ``controlvector``, tensors ``direction.{i}``).
+
+        llama.cpp adds ``direction.{i}`` to the output of block ``i`` (0-based) and never controls
+        block 0, so our layer i maps to ``direction.{i}`` and a layer-0 direction is refused.
+        """
+        import gguf
+        import numpy as np
+
+        if 0 in self.directions:
+            raise UsageError("llama.cpp control vectors cannot steer layer 0; drop it with .at()/other layers")
+        path = Path(path)
+        writer = gguf.GGUFWriter(str(path), "controlvector")
+        writer.add_string("controlvector.model_hint", model_hint)
+        writer.add_uint32("controlvector.layer_count", len(self.directions))
+        for k, v in self.directions.items():
+            writer.add_tensor(f"direction.{k}", v.numpy().astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, name: str | None = None) -> PersonaVector:
+        """Import a llama.cpp/repeng control-vector GGUF (``direction.{i}`` -> our layer i)."""
+        import gguf
+
+        try:
+            reader = gguf.GGUFReader(str(path))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Cannot read GGUF {path}: {exc}") from exc
+        arch = reader.fields.get("general.architecture")
+        arch_s = bytes(arch.parts[arch.data[0]]).decode() if arch is not None else ""
+        if arch_s != "controlvector":
+            raise DataError(f"{path} is a GGUF of architecture {arch_s!r}, not a control vector")
+        dirs: dict[int, torch.Tensor] = {}
+        for t in reader.tensors:
+            if not t.name.startswith("direction."):
+                continue
+            dirs[int(t.name.split(".")[1])] = torch.tensor(t.data.copy(), dtype=torch.float32).reshape(-1)
+        if not dirs:
+            raise DataError(f"{path} has no direction.N tensors")
+        return cls(name or Path(path).stem, dirs, None, "gguf-import", {"source": str(path)})
+
+
+def vectors_from_dict(name: str, directions: Mapping[int, Any], **kw: Any) -> PersonaVector:
+    """Build a `PersonaVector` from arrays or tensors keyed by layer."""
+    return PersonaVector(name, {int(k): torch.as_tensor(v, dtype=torch.float32) for k, v in directions.items()}, **kw)

@@ -1,0 +1,119 @@
+"""PersonaVector value semantics, files (safetensors, llama.cpp GGUF), steering, extraction."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import fake_activation_set
+
+from personascope.errors import DataError, UsageError
+from personascope.sites import Position
+from personascope.steering.extract import mean_diff, pca_diff, probe_direction, project
+from personascope.steering.vector import PersonaVector
+
+
+def _vec(d=64, layers=(1, 2), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return PersonaVector("evil", {k: torch.randn(d, generator=g) for k in layers}, method="test", meta={"x": 1})
+
+
+def test_value_semantics():
+    v = _vec()
+    assert torch.allclose((2 * v)[1], 2 * v[1]) and torch.allclose((-v)[2], -v[2])
+    assert torch.allclose((v + v - v)[1], v[1])
+    assert torch.allclose(v.unit()[1].norm(), torch.tensor(1.0))
+    assert v.at(2).layers == [2]
+    with pytest.raises(UsageError, match="No direction at layer 7"):
+        v[7]
+    with pytest.raises(UsageError, match="width"):
+        v + _vec(d=32)
+
+
+def test_save_load_round_trip_exact(tmp_path, tiny_nn):
+    v = PersonaVector("evil", _vec().directions, model=tiny_nn.info, method="mean_diff", meta={"pairs": 5})
+    v.save(tmp_path / "evil")
+    w = PersonaVector.load(tmp_path / "evil.safetensors")
+    assert w.layers == v.layers and all(torch.equal(v[k], w[k]) for k in v.layers)
+    assert w.model == tiny_nn.info and w.meta == {"pairs": 5} and w.method == "mean_diff"
+    (tmp_path / "evil.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="Cannot read persona vector"):
+        PersonaVector.load(tmp_path / "evil")
+
+
+def test_gguf_control_vector_round_trip(tmp_path):
+    import gguf
+
+    v = _vec(layers=(3, 5))
+    path = v.to_gguf(tmp_path / "evil.gguf")
+    reader = gguf.GGUFReader(str(path))
+    arch = reader.fields["general.architecture"]
+    assert bytes(arch.parts[arch.data[0]]).decode() == "controlvector"
+    assert sorted(t.name for t in reader.tensors) == ["direction.3", "direction.5"]
+    w = PersonaVector.from_gguf(path)
+    assert all(torch.equal(v[k], w[k]) for k in (3, 5))
+    with pytest.raises(UsageError, match="layer 0"):
+        _vec(layers=(0, 1)).to_gguf(tmp_path / "bad.gguf")
+    with pytest.raises(DataError):
+        PersonaVector.from_gguf(tmp_path / "missing.gguf")
+
+
+def test_check_model_refuses_wrong_width_and_fingerprint(tiny_nn):
+    with pytest.raises(UsageError, match="d_model 64"):
+        _vec(d=32).check_model(tiny_nn)
+    with pytest.raises(UsageError, match="do not exist"):
+        _vec(layers=(9,)).check_model(tiny_nn)
+    other = tiny_nn.info.model_copy(update={"fingerprint": "f" * 64})
+    v = PersonaVector("x", _vec().directions, model=other)
+    with pytest.raises(UsageError, match="force=True"):
+        v.check_model(tiny_nn)
+    v.check_model(tiny_nn, force=True)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_nn", "tiny_tl"])
+def test_apply_patches_only_target_site_and_restores(fixture, request):
+    model = request.getfixturevalue(fixture)
+    prompts = [model.format_chat(user="hello there"), "plain text"]
+    sites = model.sites("all")
+    before_params = {k: t.clone() for k, t in model.hf_model.state_dict().items()}
+    base = model.activations(prompts, sites, "all", progress=False)[Position.ALL].acts
+    v = PersonaVector("x", {2: torch.randn(model.d_model)}, model=model.info)
+    with v.apply(model, coeff=3.0):
+        steered = model.activations(prompts, sites, "all", progress=False)[Position.ALL].acts
+    after = model.activations(prompts, sites, "all", progress=False)[Position.ALL].acts
+    assert torch.equal(base, after)  # restored exactly
+    assert all(torch.equal(t, before_params[k]) for k, t in model.hf_model.state_dict().items())
+    # Layers before the patched one are untouched; the patched layer moves by exactly 3v.
+    assert torch.equal(steered[:, :2], base[:, :2])
+    delta = steered[:, 2] - base[:, 2]
+    assert torch.allclose(delta, (3.0 * v[2]).expand_as(delta), atol=1e-4)
+
+
+def _planted_pair(n=60, d=48, layers=4, seed=0):
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=d)
+    direction /= np.linalg.norm(direction)
+    base = rng.normal(size=(n, layers, d))
+    # Pair noise is shared (same question under both system prompts); only layer 2 gets the signal.
+    pos, neg = base + rng.normal(scale=0.1, size=base.shape), base + rng.normal(scale=0.1, size=base.shape)
+    # Strength varies per pair: PCA of centred differences sees the direction through that variance.
+    strength = rng.uniform(0, 6, size=n)
+    pos[:, 2] += strength[:, None] * direction
+    return fake_activation_set(pos, ["pos"] * n), fake_activation_set(neg, ["neg"] * n), direction
+
+
+@pytest.mark.parametrize("method", [mean_diff, pca_diff, probe_direction])
+def test_planted_direction_is_recovered(method):
+    pos, neg, direction = _planted_pair()
+    v = method(pos, neg, name="planted")
+    got = v[2].double().numpy()
+    cos = float(got @ direction / np.linalg.norm(got))
+    assert cos > 0.99, cos
+    assert v.model is not None and v.meta["n_pos"] == 60
+    # Monitoring: positive rows project higher than negative ones along the found direction.
+    assert project(pos, v, 2).mean() > project(neg, v, 2).mean() + 1.0
+
+
+def test_paired_method_needs_pairs():
+    pos, neg, _ = _planted_pair()
+    short = fake_activation_set(neg.acts.numpy()[:10], ["neg"] * 10)
+    with pytest.raises(UsageError, match="as many positive as negative"):
+        pca_diff(pos, short)
