@@ -117,3 +117,59 @@ def test_paired_method_needs_pairs():
     short = fake_activation_set(neg.acts.numpy()[:10], ["neg"] * 10)
     with pytest.raises(UsageError, match="as many positive as negative"):
         pca_diff(pos, short)
+
+
+def test_builtin_traits_load():
+    from personascope.steering.traits import builtin_traits, load_trait
+
+    names = builtin_traits()
+    assert {"evil", "sycophantic", "hallucinating", "impolite", "optimistic", "humorous"} <= set(names)
+    for n in names:
+        spec = load_trait(n)
+        assert len(spec.instructions) >= 5 and len(spec.extraction_questions) >= 20
+        assert "{question}" in spec.rubric and "{answer}" in spec.rubric
+    with pytest.raises(DataError, match="built-in"):
+        load_trait("grumpy")
+
+
+def test_extraction_pipeline_on_tiny_model(tiny_nn):
+    from personascope.judges import SimilarityJudge
+    from personascope.steering.traits import extract_persona_vector
+
+    ex = extract_persona_vector(tiny_nn, "evil", n_questions=2, n_instructions=2, max_new_tokens=4,
+                                progress=False)
+    assert ex.total == 4 and not ex.filtered and "no judge" in ex.note
+    v = ex.vector
+    assert v.layers == list(range(tiny_nn.n_layers)) and v.d_model == tiny_nn.d_model
+    assert v.method == "mean_diff:response_mean" and v.meta["pairs_kept"] == ex.kept
+    assert set(ex.vectors) == {"response_mean", "prompt_mean", "last"}
+    # A judge whose ratings are all invalid (the random tiny model puts no mass on digits):
+    # extraction falls back to unfiltered pairs and says so in the vector's provenance.
+    from personascope.judges import LogProbJudge
+
+    ex2 = extract_persona_vector(tiny_nn, "evil", judge=LogProbJudge(tiny_nn, min_valid_mass=0.999),
+                                 n_questions=1, n_instructions=2, max_new_tokens=4, progress=False)
+    assert not ex2.filtered and "unfiltered" in ex2.vector.meta["filter_note"]
+    # A usable judge that rejects every pair is a clear error naming the fix.
+    with pytest.raises(DataError, match="lower the thresholds"):
+        extract_persona_vector(tiny_nn, "evil", judge=SimilarityJudge(), n_questions=1, n_instructions=2,
+                               max_new_tokens=4, progress=False)
+
+
+@pytest.mark.slow
+def test_embedded_vector_monitors_held_out_system_prompts(smol_nn):
+    """A vector from 10 pairs ranks held-out positive-prompt activations above negative ones."""
+    from personascope.steering.traits import extract_persona_vector, load_trait
+    from personascope.store import collect
+
+    spec = load_trait("evil")
+    ex = extract_persona_vector(smol_nn, spec, n_questions=5, n_instructions=2, max_new_tokens=24,
+                                progress=False)
+    layer = int(smol_nn.n_layers * 2 / 3)
+    v = ex.vectors["last"]
+    qs = list(spec.evaluation_questions[:6])
+    pos_i, neg_i = spec.instructions[4]  # an instruction pair not used for extraction
+    sets = [collect(smol_nn, [smol_nn.format_chat(user=q, system=s) for q in qs], smol_nn.sites([layer]),
+                    ["last"], progress=False)[Position.LAST] for s in (pos_i, neg_i)]
+    p, n = project(sets[0], v, layer), project(sets[1], v, layer)
+    assert (p > n).mean() >= 5 / 6, (p, n)

@@ -1,0 +1,184 @@
+"""Trait specs (the persona-vectors recipe) and the extraction pipeline.
+
+A `TraitSpec` has a name, a description, >= 5 pairs of contrasting system instructions,
+extraction and evaluation questions, and a judge rubric. `extract_persona_vector` generates
+responses under the positive and negative instructions, rates them, keeps pairs by the paper's
+thresholds, and takes the per-layer mean difference of response-averaged activations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from ..records import stable_hash
+from ..sites import Position
+from ..store import collect
+from .extract import mean_diff
+from .vector import PersonaVector
+
+if TYPE_CHECKING:
+    from ..backends.base import ModelAdapter
+    from ..judges.base import Judge
+
+
+@dataclass(frozen=True)
+class TraitSpec:
+    """One trait: contrasting instructions, questions and a judge rubric (with {question}/{answer})."""
+
+    name: str
+    description: str
+    instructions: tuple[tuple[str, str], ...]
+    extraction_questions: tuple[str, ...]
+    evaluation_questions: tuple[str, ...]
+    rubric: str = ""
+    source: str = ""
+
+    @property
+    def hash(self) -> str:
+        """Content hash (recorded in every vector's provenance)."""
+        return stable_hash([self.name, self.description, self.instructions, self.extraction_questions,
+                            self.evaluation_questions, self.rubric])[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> TraitSpec:
+        """Build from our JSON schema; errors name the missing field."""
+        for key in ("name", "instructions", "extraction_questions"):
+            if key not in data:
+                raise DataError(f"{source or 'trait spec'}: missing field {key!r}")
+        pairs = tuple((str(p["pos"]), str(p["neg"])) for p in data["instructions"])
+        if len(pairs) < 1:
+            raise DataError(f"{source}: 'instructions' needs at least one pos/neg pair")
+        return cls(
+            name=str(data["name"]), description=str(data.get("description", data["name"])),
+            instructions=pairs, extraction_questions=tuple(data["extraction_questions"]),
+            evaluation_questions=tuple(data.get("evaluation_questions", ())),
+            rubric=str(data.get("rubric", "")), source=source,
+        )
+
+
+def builtin_traits_dir() -> Path:
+    """Folder of the built-in trait specs."""
+    return Path(str(resources.files("personascope") / "data" / "traits"))
+
+
+def builtin_traits() -> list[str]:
+    """Names of the built-in traits."""
+    return sorted(p.stem for p in builtin_traits_dir().glob("*.json"))
+
+
+def load_trait(name_or_path: str | Path) -> TraitSpec:
+    """A built-in trait by name, or a trait spec JSON file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = builtin_traits_dir() / f"{name_or_path}.json"
+        if not path.exists():
+            raise DataError(f"Unknown trait {name_or_path!r}; built-in: {', '.join(builtin_traits())}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read trait spec {path}: {exc}") from exc
+    return TraitSpec.from_dict(data, str(path))
+
+
+@dataclass
+class Extraction:
+    """What `extract_persona_vector` produced: vectors per read position, pairs, ratings."""
+
+    vectors: dict[str, PersonaVector]
+    kept: int
+    total: int
+    filtered: bool
+    note: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def vector(self) -> PersonaVector:
+        """The default vector (mean difference of response-averaged activations)."""
+        return self.vectors[Position.RESPONSE_MEAN.value]
+
+
+def extract_persona_vector(
+    model: ModelAdapter,
+    trait: TraitSpec | str,
+    *,
+    judge: Judge | None = None,
+    n_questions: int | None = None,
+    n_instructions: int | None = None,
+    max_new_tokens: int = 48,
+    trait_threshold: float = 50.0,
+    coherence_threshold: float = 50.0,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Extraction:
+    """Extract a persona vector with the persona-vectors recipe (all layers, one pass per batch).
+
+    Args:
+        model: The subject model.
+        trait: A `TraitSpec` or a built-in trait name.
+        judge: Rates trait expression and coherence (0-100). Pairs are kept when the positive
+            response scores >= ``trait_threshold``, the negative one below it, and both are
+            coherent. ``None`` (or a judge whose ratings are all invalid) keeps every pair; the
+            vector's ``meta["filtered"]`` records which.
+        n_questions: Use the first n extraction questions (default all).
+        n_instructions: Use the first n instruction pairs (default all).
+        max_new_tokens: Response length.
+        trait_threshold: See ``judge``.
+        coherence_threshold: See ``judge``.
+        batch_size: Prompts per batch.
+        progress: Show progress bars.
+    """
+    from ..judges.base import Item
+    from ..judges.rubrics import COHERENCE, TRAIT
+
+    spec = load_trait(trait) if isinstance(trait, str) else trait
+    questions = list(spec.extraction_questions[:n_questions])
+    pairs = list(spec.instructions[:n_instructions])
+    pos_prompts, neg_prompts, qs = [], [], []
+    for pos_i, neg_i in pairs:
+        for q in questions:
+            pos_prompts.append(model.format_chat(user=q, system=pos_i))
+            neg_prompts.append(model.format_chat(user=q, system=neg_i))
+            qs.append(q)
+    pos_resp = model.generate(pos_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
+    neg_resp = model.generate(neg_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
+    # response_mean needs at least one response token; an immediate end of turn gives "".
+    keep = [bool(a) and bool(b) for a, b in zip(pos_resp, neg_resp, strict=True)]
+    filtered, note, rows = False, "no judge: all non-empty pairs kept", []
+    if judge is not None:
+        def rate(resps: list[str], rubric: Any) -> list[Any]:
+            return judge.rate([Item(text=r, question=q, target=spec.description) for r, q in zip(resps, qs,
+                                                                                                  strict=True)], rubric)
+
+        tp, tn = rate(pos_resp, TRAIT), rate(neg_resp, TRAIT)
+        cp, cn = rate(pos_resp, COHERENCE), rate(neg_resp, COHERENCE)
+        usable = all(r.valid for r in tp + tn + cp + cn)
+        if usable:
+            filtered, note = True, f"judge {judge.identity.kind}:{judge.identity.name}"
+            keep = [k and a.value >= trait_threshold > b.value and c.value >= coherence_threshold
+                    and d.value >= coherence_threshold for k, a, b, c, d in zip(keep, tp, tn, cp, cn, strict=True)]
+        else:
+            note = "judge gave invalid ratings: all non-empty pairs kept (unfiltered)"
+        rows = [{"question": q, "pos": a, "neg": b, "pos_trait": x.value, "neg_trait": y.value, "kept": k}
+                for q, a, b, x, y, k in zip(qs, pos_resp, neg_resp, tp, tn, keep, strict=True)]
+    idx = [i for i, k in enumerate(keep) if k]
+    if not idx:
+        raise DataError(f"No response pair passed the filters for trait {spec.name!r} ({note}); "
+                        "lower the thresholds or use more questions")
+    positions = [Position.RESPONSE_MEAN, Position.PROMPT_MEAN, Position.LAST]
+    sites = model.sites("all")
+    pos_sets = collect(model, [pos_prompts[i] for i in idx], sites, positions,
+                       responses=[pos_resp[i] for i in idx], batch_size=batch_size, progress=progress)
+    neg_sets = collect(model, [neg_prompts[i] for i in idx], sites, positions,
+                       responses=[neg_resp[i] for i in idx], batch_size=batch_size, progress=progress)
+    vectors = {}
+    for pos in positions:
+        v = mean_diff(pos_sets[pos], neg_sets[pos], name=spec.name)
+        v.meta.update({"trait_hash": spec.hash, "pairs_kept": len(idx), "pairs_total": len(keep),
+                       "filtered": filtered, "filter_note": note, "max_new_tokens": max_new_tokens})
+        vectors[pos.value] = v
+    return Extraction(vectors, len(idx), len(keep), filtered, note, rows)
