@@ -56,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (localization.json + PNG/SVG figures)")
 
+    p = sub.add_parser("vector", help="persona vectors: extract, steer")
+    vsub = p.add_subparsers(dest="vector_command", metavar="ACTION")
+    q = vsub.add_parser("extract", help="extract a persona vector with the persona-vectors recipe")
+    _add_model_args(q)
+    q.add_argument("--trait", help="built-in trait name (evil, sycophantic, hallucinating, impolite, ...)")
+    q.add_argument("--trait-file", help="a trait spec JSON file instead of --trait")
+    q.add_argument("--judge", default="contrast", choices=["none", "contrast", "logprob"],
+                   help="filters pairs by judged trait/coherence; 'none' keeps all (default: %(default)s)")
+    q.add_argument("--n-questions", type=int, help="first N extraction questions (default: all)")
+    q.add_argument("--max-new-tokens", type=int, default=48)
+    q.add_argument("--out", required=True, help="output folder: <trait>.safetensors/.json (+ .gguf)")
+    q.add_argument("--gguf", action="store_true", help="also export a llama.cpp control vector")
+    q = vsub.add_parser("steer", help="generate with a persona vector added at one layer")
+    _add_model_args(q)
+    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--layer", type=int, required=True)
+    q.add_argument("--coeff", type=float, default=4.0)
+    q.add_argument("--prompt", required=True, help="user message")
+    q.add_argument("--system", help="optional system message")
+    q.add_argument("--max-new-tokens", type=int, default=64)
+    q.add_argument("--force", action="store_true", help="use a vector from another model fingerprint")
+
     p = sub.add_parser("judge-check", help="measure each judge's agreement on the shipped labelled sets")
     _add_model_args(p)
     p.add_argument("--judges", default="rules,tfidf,logprob,contrast",
@@ -88,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         commands = {"models": _models, "capture": _capture, "demo": _demo, "localize": _localize,
+                    "vector": _vector,
                     "judge-check": _judge_check, "serve-judge": _serve_judge}
         return commands[args.command](args)
     except PersonascopeError as exc:
@@ -180,6 +203,50 @@ def _localize(args: argparse.Namespace) -> int:
     for path in figures:
         print(f"      {Path(path).resolve()}")
     return 0
+
+
+def _vector(args: argparse.Namespace) -> int:
+    from .errors import UsageError
+
+    if args.vector_command == "extract":
+        from .steering.traits import extract_persona_vector, load_trait
+
+        if bool(args.trait) == bool(args.trait_file):
+            raise UsageError("vector extract needs exactly one of --trait NAME or --trait-file PATH")
+        spec = load_trait(args.trait or args.trait_file)
+        model = _load(args)
+        judge = None
+        if args.judge == "contrast":
+            from .judges.contrast import ContrastJudge
+
+            judge = ContrastJudge(model)
+        elif args.judge == "logprob":
+            from .judges.logprob import LogProbJudge
+
+            judge = LogProbJudge(model)
+        ex = extract_persona_vector(model, spec, judge=judge, n_questions=args.n_questions,
+                                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        out = Path(args.out)
+        path = ex.vector.save(out / spec.name)
+        print(f"{spec.name}: kept {ex.kept}/{ex.total} pairs ({ex.note}); vector at {path}")
+        norms = {k: round(float(v.norm()), 2) for k, v in ex.vector.directions.items()}
+        print("norm per layer:", norms)
+        if args.gguf:
+            print("llama.cpp control vector:", ex.vector.at_layers(range(1, model.n_layers)).to_gguf(
+                out / f"{spec.name}.gguf"))
+        return 0
+    if args.vector_command == "steer":
+        from .steering.vector import PersonaVector
+
+        vec = PersonaVector.load(args.vector)
+        model = _load(args)
+        prompt = [model.format_chat(user=args.prompt, system=args.system)]
+        print("unsteered:", model.generate(prompt, args.max_new_tokens, progress=False)[0])
+        with vec.apply(model, args.coeff, args.layer, force=args.force):
+            print(f"steered (layer {args.layer}, coeff {args.coeff:+}):",
+                  model.generate(prompt, args.max_new_tokens, progress=False)[0])
+        return 0
+    raise UsageError("personascope vector needs an action: extract or steer")
 
 
 def _judge_check(args: argparse.Namespace) -> int:

@@ -120,3 +120,24 @@ def test_localize_unknown_source_is_usage_error(tmp_path, capsys):
     rc = main(["localize", "--personas", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "no such persona file or folder" in capsys.readouterr().err
+
+
+def test_vector_extract_and_steer(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "vec"
+    rc = main(["vector", "extract", "--model", str(tiny_model_dir), "--trait", "evil", "--judge", "none",
+               "--n-questions", "2", "--max-new-tokens", "3", "--out", str(out), "--gguf"])
+    assert rc == 0
+    assert (out / "evil.safetensors").exists() and (out / "evil.json").exists() and (out / "evil.gguf").exists()
+    assert "kept 10/10 pairs" in capsys.readouterr().out
+    rc = main(["vector", "steer", "--model", str(tiny_model_dir), "--vector", str(out / "evil.safetensors"),
+               "--layer", "2", "--coeff", "8", "--prompt", "hi", "--max-new-tokens", "4"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "unsteered:" in text and "steered (layer 2" in text
+
+
+def test_vector_extract_needs_one_trait_source(tmp_path, capsys):
+    assert main(["vector", "extract", "--out", str(tmp_path)]) == 2
+    assert "exactly one of --trait" in capsys.readouterr().err
+    assert main(["vector", "extract", "--trait", "grumpy", "--out", str(tmp_path)]) == 2
+    assert "Unknown trait 'grumpy'" in capsys.readouterr().err

@@ -173,3 +173,29 @@ def test_embedded_vector_monitors_held_out_system_prompts(smol_nn):
                     ["last"], progress=False)[Position.LAST] for s in (pos_i, neg_i)]
     p, n = project(sets[0], v, layer), project(sets[1], v, layer)
     assert (p > n).mean() >= 5 / 6, (p, n)
+
+
+def test_monitor_and_flag_follow_a_planted_response_direction(tiny_nn):
+    """Flagging ranks samples by how far their responses move activations along the vector."""
+    from personascope.steering.monitor import flag_dataset, monitor
+
+    prompts = [tiny_nn.format_chat(user=f"Question {i}?") for i in range(6)]
+    layer = 2
+    # The direction between two kinds of responses is the vector; flagged samples with the
+    # "positive" kind of response must outrank those with the "negative" kind.
+    pos_resp, neg_resp = ["You are wonderful and brilliant!"] * 6, ["The meeting is at noon."] * 6
+    from personascope.store import collect
+
+    a = collect(tiny_nn, prompts, tiny_nn.sites([layer]), ["response_mean"], responses=pos_resp,
+                progress=False)[Position.RESPONSE_MEAN]
+    b = collect(tiny_nn, prompts, tiny_nn.sites([layer]), ["response_mean"], responses=neg_resp,
+                progress=False)[Position.RESPONSE_MEAN]
+    v = mean_diff(a, b, name="flattery")
+    mixed = [pos_resp[0] if i % 2 == 0 else neg_resp[0] for i in range(6)]
+    res = flag_dataset(tiny_nn, prompts, mixed, v, layer, max_new_tokens=3)
+    top3 = {i for i, _ in res.top(3)}
+    assert top3 == {0, 2, 4}
+    assert res.scores[[0, 2, 4]].min() > res.scores[[1, 3, 5]].max()
+    scores = monitor(tiny_nn, prompts, v, layer, responses=mixed)
+    assert set(scores) == {"last", "response_mean"} and scores["last"].shape == (6,)
+    assert scores["response_mean"][[0, 2, 4]].min() > scores["response_mean"][[1, 3, 5]].max()

@@ -104,6 +104,13 @@ class PersonaVector:
         """A vector with only ``layer``."""
         return PersonaVector(self.name, {layer: self[layer]}, self.model, self.method, dict(self.meta))
 
+    def at_layers(self, layers: Any) -> PersonaVector:
+        """A vector with only the given layers (those it has)."""
+        keep = {k: v for k, v in self.directions.items() if k in set(layers)}
+        if not keep:
+            raise UsageError(f"None of the layers {list(layers)} are in this vector ({self.layers})")
+        return PersonaVector(self.name, keep, self.model, self.method, dict(self.meta))
+
     def __repr__(self) -> str:
         src = self.model.short if self.model else "unknown model"
         return f"PersonaVector({self.name!r}, layers={self.layers[:6]}{'...' if len(self.layers) > 6 else ''}, " \
