@@ -156,13 +156,20 @@ def extract_persona_vector(
 
         tp, tn = rate(pos_resp, TRAIT), rate(neg_resp, TRAIT)
         cp, cn = rate(pos_resp, COHERENCE), rate(neg_resp, COHERENCE)
-        usable = all(r.valid for r in tp + tn + cp + cn)
-        if usable:
-            filtered, note = True, f"judge {judge.identity.kind}:{judge.identity.name}"
-            keep = [k and a.value >= trait_threshold > b.value and c.value >= coherence_threshold
-                    and d.value >= coherence_threshold for k, a, b, c, d in zip(keep, tp, tn, cp, cn, strict=True)]
+        trait_ok = all(r.valid for r in tp + tn)
+        coh_ok = all(r.valid for r in cp + cn)
+        if trait_ok:
+            filtered = True
+            note = f"judge {judge.identity.kind}:{judge.identity.name}"
+            keep = [k and a.value >= trait_threshold > b.value for k, a, b in zip(keep, tp, tn, strict=True)]
+            if coh_ok:
+                keep = [k and c.value >= coherence_threshold and d.value >= coherence_threshold
+                        for k, c, d in zip(keep, cp, cn, strict=True)]
+            else:
+                # e.g. the contrast judge: it rates trait expression but has no coherence prompt.
+                note += " (trait only: the judge cannot rate coherence)"
         else:
-            note = "judge gave invalid ratings: all non-empty pairs kept (unfiltered)"
+            note = "judge gave invalid trait ratings: all non-empty pairs kept (unfiltered)"
         rows = [{"question": q, "pos": a, "neg": b, "pos_trait": x.value, "neg_trait": y.value, "kept": k}
                 for q, a, b, x, y, k in zip(qs, pos_resp, neg_resp, tp, tn, keep, strict=True)]
     idx = [i for i, k in enumerate(keep) if k]
