@@ -199,3 +199,33 @@ def test_monitor_and_flag_follow_a_planted_response_direction(tiny_nn):
     scores = monitor(tiny_nn, prompts, v, layer, responses=mixed)
     assert set(scores) == {"last", "response_mean"} and scores["last"].shape == (6,)
     assert scores["response_mean"][[0, 2, 4]].min() > scores["response_mean"][[1, 3, 5]].max()
+
+
+def test_user_persona_data_and_caa_vectors(tiny_nn):
+    from personascope.steering.user_persona import (
+        builtin_user_personas,
+        load_user_persona,
+        predict_refusal_shift,
+        refusal_direction,
+        refusal_prompts,
+        user_persona_vector,
+    )
+
+    names = builtin_user_personas()
+    assert {"altruistic", "selfish", "law-abiding", "unlawful", "curious", "close-minded",
+            "power-seeking", "coffee"} <= set(names)
+    assert all(len(load_user_persona(n).questions) >= 40 for n in names)
+    harmful, harmless = refusal_prompts()
+    assert len(harmful) == len(harmless) >= 40
+    with pytest.raises(DataError, match="built-in"):
+        load_user_persona("martian")
+
+    v = user_persona_vector(tiny_nn, "altruistic", n_questions=4)
+    r = refusal_direction(tiny_nn, harmful[:4], harmless[:4])
+    assert v.layers == r.layers == list(range(tiny_nn.n_layers))
+    assert v.method == "caa:answer_token" and v.meta["persona"] == "altruistic"
+    cos = predict_refusal_shift(v, r)
+    assert set(cos) == set(v.layers) and all(-1.0 <= c <= 1.0 for c in cos.values())
+    # Geometry is exact: the vector's cosine with itself is 1, with its negation -1.
+    assert predict_refusal_shift(r, r)[1] == pytest.approx(1.0, abs=1e-6)
+    assert predict_refusal_shift(-r, r)[1] == pytest.approx(-1.0, abs=1e-6)
