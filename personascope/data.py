@@ -128,3 +128,23 @@ def load_persona_statements(
             have = ", ".join(sorted(f.stem for f in files))
             raise DataError(f"Unknown persona(s) {', '.join(sorted(missing))}; available: {have}")
     return out
+
+
+def load_named_json(name_or_path: str | Path, folder: Path, kind: str, builtin: list[str]) -> tuple[Any, Path]:
+    """Read a built-in JSON file by name (``folder/<name>.json``) or any JSON file by path.
+
+    Returns:
+        ``(data, path)``.
+
+    Raises:
+        DataError: Unknown name (lists the built-in ones) or an unreadable file.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = folder / f"{name_or_path}.json"
+        if not path.exists():
+            raise DataError(f"Unknown {kind} {str(name_or_path)!r}; built-in: {', '.join(builtin)}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), path
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {kind} {path}: {exc}") from exc

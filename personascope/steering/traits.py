@@ -8,12 +8,12 @@ thresholds, and takes the per-layer mean difference of response-averaged activat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..data import load_named_json
 from ..errors import DataError
 from ..records import stable_hash
 from ..sites import Position
@@ -73,15 +73,7 @@ def builtin_traits() -> list[str]:
 
 def load_trait(name_or_path: str | Path) -> TraitSpec:
     """A built-in trait by name, or a trait spec JSON file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = builtin_traits_dir() / f"{name_or_path}.json"
-        if not path.exists():
-            raise DataError(f"Unknown trait {name_or_path!r}; built-in: {', '.join(builtin_traits())}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read trait spec {path}: {exc}") from exc
+    data, path = load_named_json(name_or_path, builtin_traits_dir(), "trait", builtin_traits())
     return TraitSpec.from_dict(data, str(path))
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..data import load_named_json
 from ..errors import DataError
 from ..records import stable_hash
 from ..sites import Position
@@ -51,17 +52,12 @@ def builtin_user_personas() -> list[str]:
 
 def load_user_persona(name_or_path: str | Path) -> UserPersona:
     """A built-in user persona by name, or a JSON file with ``name`` and ``questions``."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = _data_dir() / f"{name_or_path}.json"
-        if not path.exists():
-            raise DataError(f"Unknown user persona {name_or_path!r}; built-in: {', '.join(builtin_user_personas())}")
+    data, path = load_named_json(name_or_path, _data_dir(), "user persona", builtin_user_personas())
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return UserPersona(data["name"], data.get("description", ""), data.get("polarity", ""),
                            tuple(data["questions"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"Cannot read user persona {path}: {exc}") from exc
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: missing or bad field {exc}; needs 'name' and 'questions'") from exc
 
 
 def refusal_prompts() -> tuple[list[str], list[str]]:
