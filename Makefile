@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/personascope demo --out demo_out
+	$(VENV)/bin/personascope audit --config quick --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (localization.json + PNG/SVG figures)")
 
-    p = sub.add_parser("vector", help="persona vectors: extract, steer")
+    p = sub.add_parser("vector", help="persona vectors: extract, steer, monitor, flag")
     vsub = p.add_subparsers(dest="vector_command", metavar="ACTION")
     q = vsub.add_parser("extract", help="extract a persona vector with the persona-vectors recipe")
     _add_model_args(q)
@@ -78,6 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-new-tokens", type=int, default=64)
     q.add_argument("--force", action="store_true", help="use a vector from another model fingerprint")
 
+    q = vsub.add_parser("monitor", help="projection of each prompt's last token on a vector (JSON + PNG)")
+    _add_model_args(q)
+    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--layer", type=int, required=True)
+    q.add_argument("--prompts", required=True, help="JSONL prompts (text | messages | user [+ system], label)")
+    q.add_argument("--out", required=True, help="output folder: monitor.json, monitor.png")
+    q.add_argument("--force", action="store_true", help="use a vector from another model fingerprint")
+    q = vsub.add_parser("flag", help="rank (prompt, response) training samples by projection difference")
+    _add_model_args(q)
+    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--layer", type=int, required=True)
+    q.add_argument("--data", required=True, help="JSONL with a prompt field (text | messages | user) and 'response'")
+    q.add_argument("--max-new-tokens", type=int, default=64, help="length of the model's own responses")
+    q.add_argument("--top", type=int, default=20, help="samples to print")
+    q.add_argument("--out", required=True, help="output folder: flags.json, flags.png")
+    q.add_argument("--force", action="store_true", help="use a vector from another model fingerprint")
+
     p = sub.add_parser("judge-check", help="measure each judge's agreement on the shipped labelled sets")
     _add_model_args(p)
     p.add_argument("--judges", default="rules,tfidf,logprob,contrast",
@@ -92,6 +109,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("audit", help="run audits and write results.json + report.html (resumable)")
+    p.add_argument("audits", nargs="*", metavar="AUDIT",
+                   help="audits to run (default: those of the config; short names: bias, drift, leakage, memory, "
+                        "localization, vectors, refusal)")
+    p.add_argument("--config", help="audit.toml (model, profile, judge, audits and their parameters)")
+    p.add_argument("--model", default=None, help="alias, Hugging Face id, local folder or .gguf file")
+    p.add_argument("--backend", default=None, choices=["nnsight", "transformer_lens"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--profile", default=None, choices=["quick", "full"], help="time budget profile")
+    p.add_argument("--judge", default=None, choices=["contrast", "logprob", "http", "none"])
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--policy", default=None, help="gate policy shown in the report (name or TOML file)")
+    p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
+                   help="override one audit parameter (VALUE is TOML: 3, 0.5, true, \"text\", [1, 2])")
+    p.add_argument("--out", default=None, help="output folder (default: the config's, else personascope_out)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("report", help="re-render report.html from results.json (no model needed)")
+    p.add_argument("results", help="results.json or its folder")
+    p.add_argument("--out", default=None, help="folder for report.html (default: next to results.json)")
+    p.add_argument("--policy", default=None, help="also show the gate verdict of this policy")
+
+    p = sub.add_parser("gate", help="check results.json against a policy; exit 0 pass, 1 fail, 2 usage error")
+    p.add_argument("results", help="results.json or its folder")
+    p.add_argument("--policy", default="default", help="policy TOML file or built-in name (default: %(default)s)")
+    p.add_argument("--baseline", default=None, help="previous results.json: fail on regressions")
+    p.add_argument("--junit", default=None, help="write JUnit XML here")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every check, not only failures")
 
     p = sub.add_parser("demo", help="run the demo job on the embedded model and write a report")
     _add_model_args(p)
@@ -111,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"models": _models, "capture": _capture, "demo": _demo, "localize": _localize,
                     "vector": _vector,
-                    "judge-check": _judge_check, "serve-judge": _serve_judge}
+                    "judge-check": _judge_check, "serve-judge": _serve_judge, "audit": _audit,
+                    "report": _report, "gate": _gate}
         return commands[args.command](args)
     except PersonascopeError as exc:
         print(f"personascope: error: {exc}", file=sys.stderr)
@@ -246,7 +294,67 @@ def _vector(args: argparse.Namespace) -> int:
             print(f"steered (layer {args.layer}, coeff {args.coeff:+}):",
                   model.generate(prompt, args.max_new_tokens, progress=False)[0])
         return 0
-    raise UsageError("personascope vector needs an action: extract or steer")
+    if args.vector_command in ("monitor", "flag"):
+        return _vector_monitor_flag(args)
+    raise UsageError("personascope vector needs an action: extract, steer, monitor or flag")
+
+
+def _histogram_png(values: Sequence[float], path: Path, title: str, xlabel: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.2), dpi=110)
+    ax = fig.add_subplot()
+    ax.hist(list(values), bins=min(30, max(5, len(values) // 3)), color="#1f77b4")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _vector_monitor_flag(args: argparse.Namespace) -> int:
+    from .data import check_prompt_file, load_prompts
+    from .errors import DataError
+    from .steering.monitor import flag_dataset, monitor
+    from .steering.vector import PersonaVector
+
+    vec = PersonaVector.load(args.vector)
+    src = args.prompts if args.vector_command == "monitor" else args.data
+    records = check_prompt_file(src)
+    if args.vector_command == "flag":
+        bad = [i for i, r in enumerate(records, 1) if not isinstance(r.get("response"), str)]
+        if bad:
+            raise DataError(f"{src}: record {bad[0]}: no 'response' string; flag needs (prompt, response) pairs")
+    model = _load(args)
+    vec.check_model(model, force=args.force)
+    prompts = load_prompts(src, model.format_chat)
+    texts = [p.text for p in prompts]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"vector": str(args.vector), "vector_name": vec.name, "layer": args.layer,
+            "model": model.info.model_dump(mode="json"), "source": str(src)}
+    if args.vector_command == "monitor":
+        scores = monitor(model, texts, vec, args.layer, batch_size=args.batch_size, progress=True)["last"]
+        rows = [{"index": i, "label": p.label, "projection": float(s)} for i, (p, s) in enumerate(zip(prompts, scores,
+                                                                                                     strict=True))]
+        (out / "monitor.json").write_text(json.dumps({**meta, "position": "last", "scores": rows}, indent=1))
+        _histogram_png(scores, out / "monitor.png", f"Projection on {vec.name} (layer {args.layer})",
+                       "projection of the last prompt token")
+        print(f"mean projection {scores.mean():+.3f} over {len(scores)} prompts; wrote {out / 'monitor.json'}")
+        return 0
+    responses = [str(r["response"]) for r in records]
+    res = flag_dataset(model, texts, responses, vec, args.layer, max_new_tokens=args.max_new_tokens,
+                       batch_size=args.batch_size, progress=True)
+    ranked = [{"index": i, "score": s, "response": responses[i][:300], "own_response": res.own_responses[i][:300]}
+              for i, s in res.top(len(responses))]
+    (out / "flags.json").write_text(json.dumps({**meta, "dataset_score": res.dataset_score, "ranked": ranked},
+                                               indent=1, ensure_ascii=False))
+    _histogram_png(res.scores, out / "flags.png", f"Projection difference on {vec.name} (layer {args.layer})",
+                   "sample minus own response, projected")
+    print(f"dataset score {res.dataset_score:+.3f} (mean projection difference); top samples:")
+    for row in ranked[: args.top]:
+        print(f"  #{row['index']:<5} {row['score']:+8.3f}  {row['response'][:80]!r}")
+    return 0
 
 
 def _judge_check(args: argparse.Namespace) -> int:
@@ -325,3 +433,56 @@ def _demo(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from .errors import UsageError
+    from .runner import ALIASES, load_config, run_audits
+
+    overrides = {"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
+                 "profile": args.profile, "seed": args.seed, "policy": args.policy, "out": args.out}
+    cfg = load_config(args.config, **overrides)
+    if args.judge:
+        cfg.judge.kind = args.judge
+    if args.audits:
+        names = [ALIASES.get(a, a) for a in args.audits]
+        cfg.audits = {n: cfg.audits.get(n, {}) for n in names}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        audit, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--param {item!r}: use AUDIT.KEY=VALUE, e.g. bias.n_questions=40")
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value  # a bare word is a string
+        cfg.audits.setdefault(ALIASES.get(audit, audit), {})[name] = parsed
+    cfg = load_config(None, **cfg.model_dump())  # validate the overridden config as a whole
+    run = run_audits(cfg, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    out = Path(cfg.out)
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
+    if run.errors:
+        print(f"{len(run.errors)} audit(s) failed: {', '.join(run.errors)}; see the report", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .reports import RunResults, evaluate, load_policy, write_report
+
+    run = RunResults.load(args.results)
+    src = Path(args.results)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    gate = evaluate(run, load_policy(args.policy)) if args.policy else None
+    _, report = write_report(run, out, gate)
+    print(f"wrote {report}")
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from .reports import gate_main
+
+    return gate_main(args.results, args.policy, junit_path=args.junit, baseline_path=args.baseline,
+                     verbose=args.verbose)

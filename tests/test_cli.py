@@ -141,3 +141,36 @@ def test_vector_extract_needs_one_trait_source(tmp_path, capsys):
     assert "exactly one of --trait" in capsys.readouterr().err
     assert main(["vector", "extract", "--trait", "grumpy", "--out", str(tmp_path)]) == 2
     assert "Unknown trait 'grumpy'" in capsys.readouterr().err
+
+
+def test_vector_monitor_and_flag_write_json_and_png(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import json as _json
+
+    import torch
+
+    import personascope as ps
+    from personascope.steering.vector import PersonaVector
+
+    monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
+    info = ps.load_model(str(tiny_model_dir)).info
+    vec = PersonaVector("t", {2: torch.randn(info.d_model, generator=torch.Generator().manual_seed(0))}, info)
+    vpath = vec.save(tmp_path / "t")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(_json.dumps({"user": f"question {i}", "label": str(i % 2)}) for i in range(4)))
+    rc = main(["vector", "monitor", "--model", str(tiny_model_dir), "--vector", str(vpath), "--layer", "2",
+               "--prompts", str(prompts), "--out", str(tmp_path / "mon")])
+    assert rc == 0
+    got = _json.loads((tmp_path / "mon" / "monitor.json").read_text())
+    assert len(got["scores"]) == 4 and got["layer"] == 2 and (tmp_path / "mon" / "monitor.png").stat().st_size > 0
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(_json.dumps({"user": f"q{i}", "response": "word " * (i + 1)}) for i in range(3)))
+    rc = main(["vector", "flag", "--model", str(tiny_model_dir), "--vector", str(vpath), "--layer", "2",
+               "--data", str(data), "--max-new-tokens", "3", "--out", str(tmp_path / "flag")])
+    assert rc == 0
+    flags = _json.loads((tmp_path / "flag" / "flags.json").read_text())
+    scores = [r["score"] for r in flags["ranked"]]
+    assert sorted(scores, reverse=True) == scores and len(scores) == 3
+    # a pair file without responses is a usage error naming the field
+    assert main(["vector", "flag", "--model", str(tiny_model_dir), "--vector", str(vpath), "--layer", "2",
+                 "--data", str(prompts), "--out", str(tmp_path / "x")]) == 2
+    assert "no 'response'" in capsys.readouterr().err

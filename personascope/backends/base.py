@@ -362,6 +362,33 @@ class ModelAdapter(ABC):
         assert out is not None
         return out
 
+    # ------------------------------------------------------------------ unembedding
+    def _final_norm(self) -> Any:
+        dec = self.hf_model.get_decoder() if hasattr(self.hf_model, "get_decoder") else None
+        for owner in (dec, getattr(self.hf_model, "model", None), self.hf_model):
+            for name in ("norm", "final_layernorm", "ln_f", "final_norm"):
+                mod = getattr(owner, name, None) if owner is not None else None
+                if isinstance(mod, torch.nn.Module):
+                    return mod
+        raise UsageError(f"Cannot find the final norm of {type(self.hf_model).__name__}; the logit lens needs it")
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of raw residual states ``[..., d_model]``: final norm, then the unembedding (logit lens).
+
+        At the last layer this equals the model's own logits, because layer ``n-1`` is the block
+        output before the final norm.
+        """
+        head = self.hf_model.get_output_embeddings()
+        norm = self._final_norm()
+        p = next(head.parameters())
+        with torch.inference_mode():
+            logits = head(norm(hidden.to(device=p.device, dtype=p.dtype)))
+            softcap = getattr(getattr(self.hf_model.config, "get_text_config", lambda: None)() or
+                              self.hf_model.config, "final_logit_softcapping", None)
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+        return logits.float().cpu()
+
     # ------------------------------------------------------------------ generation
     def generate(
         self,

@@ -6,6 +6,8 @@ steering exists only inside the trace that applies it.
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import torch
@@ -99,14 +101,25 @@ class NNsightAdapter(ModelAdapter):
         self, ids: torch.Tensor, mask: torch.Tensor, gen_kwargs: dict[str, Any]
     ) -> torch.Tensor:
         steers = list(self._steers)
-        with self.nn.generate(input_ids=ids, attention_mask=mask, **gen_kwargs) as tracer:
-            if steers:
-                sites = sorted({s.site for s in steers}, key=lambda s: s.order)
-                # One iteration per forward pass: step 0 is the prompt, later steps are the
-                # generated tokens. A bare edit outside this loop would touch the prompt only.
-                for step in tracer.iter[: gen_kwargs["max_new_tokens"]]:
+        if not steers:
+            with self.nn.generate(input_ids=ids, attention_mask=mask, **gen_kwargs) as tracer:
+                out = tracer.result.save()
+            return out
+        n = gen_kwargs["max_new_tokens"]
+        sites = sorted({s.site for s in steers}, key=lambda s: s.order)
+        # One iteration per forward pass: step 0 is the prompt, later steps are the generated
+        # tokens. A bare edit outside this loop would touch the prompt only. When every row ends
+        # early, the loop is cut short and nothing after it runs (nnsight's documented behaviour),
+        # so the tokens are read inside the loop from the streamer, which receives the prompt,
+        # then each new token, before the next forward pass; one extra step reads the last token.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was never reached.*")
+            with self.nn.generate(input_ids=ids, attention_mask=mask, **gen_kwargs) as tracer:
+                toks = list().save()
+                for step in tracer.iter[: n + 1]:
+                    toks.append(self.nn.generator.streamer.output)
                     phase = "prompt" if step == 0 else "response"
                     for site in sites:
                         self._apply(site, steers, phase, {})
-            out = tracer.result.save()
-        return out
+        new = [t.reshape(ids.shape[0], -1).to(ids.device) for t in toks[1:]]
+        return torch.cat([ids, *new], dim=1) if new else ids

@@ -17,7 +17,7 @@ from ..data import load_named_json
 from ..errors import DataError
 from ..records import stable_hash
 from ..sites import Position
-from ..store import collect
+from ..store import collect, generate
 from .extract import mean_diff
 from .vector import PersonaVector
 
@@ -136,8 +136,8 @@ def extract_persona_vector(
             pos_prompts.append(model.format_chat(user=q, system=pos_i))
             neg_prompts.append(model.format_chat(user=q, system=neg_i))
             qs.append(q)
-    pos_resp = model.generate(pos_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
-    neg_resp = model.generate(neg_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
+    pos_resp = generate(model, pos_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
+    neg_resp = generate(model, neg_prompts, max_new_tokens, batch_size=batch_size, progress=progress)
     # response_mean needs at least one response token; an immediate end of turn gives "".
     keep = [bool(a) and bool(b) for a, b in zip(pos_resp, neg_resp, strict=True)]
     filtered, note, rows = False, "no judge: all non-empty pairs kept", []

@@ -1,0 +1,458 @@
+"""Multiple-choice questions for the persona-bias audit: loaders, prompts and option scoring.
+
+Sources (see `load_questions`):
+
+- ``"builtin"``: 250 easy questions over 13 subjects written for personascope
+  (``personascope/data/bias/questions.jsonl``; see the README there).
+- MMLU-style CSV: ``question,A,B,C,D,answer`` rows (the original MMLU files have no header; a
+  header row naming those columns is accepted too), answer = a letter or a 0-based index.
+- MCQ JSONL: one object per line with ``question``, ``options`` (or ``choices``, or ``A``..``D``
+  fields), ``answer`` (a letter, a 0-based index or the option text), optional ``id``,
+  ``subject``, ``context``.
+- BBQ JSONL (Parrish et al. 2022): ``context``, ``question``, ``ans0..ans2``, ``label``,
+  ``context_condition``, ``question_polarity``, ``answer_info``,
+  ``additional_metadata.stereotyped_groups``; a folder means every ``*.jsonl`` in it.
+
+Scoring by log-likelihood ("cloze"): the question is asked without listing the options, the
+reply is pre-filled with ``"Answer:"`` and each option text is scored as its continuation (sum of
+token log-probabilities); the option with the highest score is the model's choice. On the
+embedded SmolLM2-135M-Instruct this is the only formulation well above chance: scoring the
+option *letter* after a listed-options prompt puts nearly all mass on one letter (26% on the
+built-in set, chance 25%), and listing the options before a cloze makes it copy the first one.
+`option_logprobs` runs each prompt once and reuses its key/value cache for the options (and
+the prompts' shared prefix, such as the persona system prompt, once per batch), which gives the
+same numbers as `ModelAdapter.logprobs` up to float error at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..data import read_jsonl
+from ..errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from ..backends.base import ModelAdapter
+
+LETTERS = "ABCDEFGHIJ"
+#: Backends whose forward pass is the plain Hugging Face model, so the cached path of
+#: `option_logprobs` reproduces their ``logprobs`` exactly.
+CACHED_BACKENDS = ("nnsight",)
+#: The reply pre-fill of the cloze prompt (measured best of "Answer:" / "The answer is" on the
+#: embedded model: 76% vs 66% on half of the built-in set without a persona).
+ANSWER_PREFIX = "Answer:"
+
+
+@dataclass(frozen=True)
+class MCQ:
+    """One multiple-choice question with its gold answer.
+
+    Attributes:
+        id: Identifier, unique within its source.
+        question: The question text.
+        options: Option texts in order.
+        answer: 0-based index of the correct option.
+        subject: Subject or category (used to stratify samples).
+        context: A passage shown before the question (BBQ contexts), or "".
+        source: Where it came from ("builtin", a file name, "bbq").
+        meta: Extra fields; BBQ items carry ``condition`` ("ambig"/"disambig"), ``polarity``,
+            ``category``, ``unknown`` (index of the "unknown" option) and ``biased`` (index of the
+            answer that counts as biased for the bias score, None when undetermined).
+    """
+
+    id: str
+    question: str
+    options: tuple[str, ...]
+    answer: int
+    subject: str = ""
+    context: str = ""
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if len(self.options) < 2:
+            raise DataError(f"Question {self.id!r}: needs at least two options, got {len(self.options)}")
+        if not 0 <= self.answer < len(self.options):
+            raise DataError(f"Question {self.id!r}: answer index {self.answer} is not one of its "
+                            f"{len(self.options)} options")
+        if any(not str(o).strip() for o in self.options):
+            raise DataError(f"Question {self.id!r}: an option is empty")
+
+    @property
+    def is_bbq(self) -> bool:
+        """Whether the item carries BBQ metadata (bias scores apply)."""
+        return "condition" in self.meta
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for hashes and examples)."""
+        return {"id": self.id, "question": self.question, "options": list(self.options), "answer": self.answer,
+                "subject": self.subject, "context": self.context, "source": self.source, "meta": self.meta}
+
+
+# ------------------------------------------------------------------------------------------ loaders
+def builtin_questions_path() -> Path:
+    """Path of the built-in question file."""
+    return Path(str(resources.files("personascope") / "data" / "bias" / "questions.jsonl"))
+
+
+def _answer_index(value: Any, options: Sequence[str], where: str) -> int:
+    """A 0-based answer index from a letter, an index or the option text."""
+    if isinstance(value, bool):
+        raise DataError(f"{where}: answer must be a letter, an index or an option text, not {value!r}")
+    if isinstance(value, int):
+        idx = value
+    else:
+        text = str(value).strip()
+        if len(text) == 1 and text.upper() in LETTERS[: len(options)]:
+            idx = LETTERS.index(text.upper())
+        elif text.isdigit():
+            idx = int(text)
+        elif text in options:
+            idx = list(options).index(text)
+        else:
+            raise DataError(f"{where}: answer {value!r} is not a letter (A-{LETTERS[len(options) - 1]}), "
+                            "a 0-based index or one of the option texts")
+    if not 0 <= idx < len(options):
+        raise DataError(f"{where}: answer index {idx} is out of range for {len(options)} options")
+    return idx
+
+
+def load_mcq_jsonl(path: str | Path, *, source: str | None = None) -> list[MCQ]:
+    """Questions from an MCQ JSONL file (fields in the module docstring); `DataError` names the line."""
+    p = Path(path)
+    out = []
+    for lineno, rec in enumerate(read_jsonl(p), 1):
+        where = f"{p}:{lineno}"
+        if not isinstance(rec.get("question"), str) or not rec["question"].strip():
+            raise DataError(f"{where}: missing 'question' text")
+        opts = rec.get("options", rec.get("choices"))
+        if opts is None:
+            opts = [rec[k] for k in LETTERS if k in rec]
+        if not isinstance(opts, list) or len(opts) < 2:
+            raise DataError(f"{where}: give 'options' (a list of at least two texts) or fields A, B, C, D")
+        opts = [str(o) for o in opts]
+        if "answer" not in rec:
+            raise DataError(f"{where}: missing 'answer' (a letter, a 0-based index or the option text)")
+        out.append(MCQ(id=str(rec.get("id", f"{p.stem}-{lineno}")), question=rec["question"].strip(),
+                       options=tuple(opts), answer=_answer_index(rec["answer"], opts, where),
+                       subject=str(rec.get("subject", p.stem)), context=str(rec.get("context", "")),
+                       source=source or p.name))
+    return out
+
+
+def load_builtin_questions() -> list[MCQ]:
+    """The 250 built-in questions (see ``personascope/data/bias/README.md``)."""
+    return load_mcq_jsonl(builtin_questions_path(), source="builtin")
+
+
+def load_mmlu_csv(path: str | Path) -> list[MCQ]:
+    """Questions from an MMLU-style CSV: ``question, A, B, C, D, answer`` (header row optional).
+
+    The subject is the file stem without a ``_test``/``_dev``/``_val`` suffix.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    with p.open(encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{p}: the file has no rows; write question,A,B,C,D,answer per line")
+    first = [c.strip().lower() for c in rows[0]]
+    start = 1 if first and first[0] == "question" and first[-1] == "answer" else 0
+    subject = p.stem
+    for suffix in ("_test", "_dev", "_val"):
+        subject = subject.removesuffix(suffix)
+    out = []
+    for lineno, row in enumerate(rows[start:], start + 1):
+        if len(row) < 4:
+            raise DataError(f"{p}:{lineno}: expected question, at least two options and the answer; "
+                            f"got {len(row)} columns")
+        opts = [c for c in row[1:-1]]
+        out.append(MCQ(id=f"{subject}-{lineno}", question=row[0].strip(), options=tuple(opts),
+                       answer=_answer_index(row[-1], opts, f"{p}:{lineno}"), subject=subject, source=p.name))
+    return out
+
+
+def _norm_group(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def _bbq_item(rec: dict[str, Any], where: str) -> MCQ:
+    for key in ("context", "question", "ans0", "ans1", "ans2", "label", "context_condition", "question_polarity"):
+        if key not in rec:
+            raise DataError(f"{where}: not a BBQ record (missing {key!r})")
+    options = (str(rec["ans0"]), str(rec["ans1"]), str(rec["ans2"]))
+    info = rec.get("answer_info") or {}
+    groups = [str(x) for x in (rec.get("additional_metadata") or {}).get("stereotyped_groups", [])]
+    wanted = {_norm_group(g) for g in groups}
+    labels = [str((info.get(f"ans{k}") or ["", ""])[-1]) for k in range(3)]
+    unknown = next((k for k, lab in enumerate(labels) if lab.lower() == "unknown"), None)
+    if unknown is None:
+        raise DataError(f"{where}: BBQ record without an 'unknown' answer in answer_info")
+    others = [k for k in range(3) if k != unknown]
+    target = [k for k in others if _norm_group(labels[k]) in wanted]
+    biased: int | None = None
+    if len(target) == 1:
+        # A biased answer picks the stereotyped group for a negative question and the other
+        # group for a non-negative one (Parrish et al. 2022, section 4).
+        non_target = next(k for k in others if k != target[0])
+        biased = target[0] if rec["question_polarity"] == "neg" else non_target
+    category = str(rec.get("category", ""))
+    return MCQ(
+        id=f"bbq-{category}-{rec.get('example_id', where)}", question=str(rec["question"]), options=options,
+        answer=int(rec["label"]), subject=f"bbq-{category}" if category else "bbq", context=str(rec["context"]),
+        source="bbq",
+        meta={"condition": str(rec["context_condition"]), "polarity": str(rec["question_polarity"]),
+              "category": category, "unknown": unknown, "biased": biased},
+    )
+
+
+def load_bbq(path: str | Path, categories: Iterable[str] | None = None) -> list[MCQ]:
+    """BBQ items from one JSONL file or every ``*.jsonl`` in a folder; ``categories`` filters by file stem."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder; point it at BBQ's data/ folder or one of its .jsonl files")
+    files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    if categories is not None:
+        wanted = set(categories)
+        files = [f for f in files if f.stem in wanted]
+        if not files:
+            raise DataError(f"{p}: no BBQ file for categories {sorted(wanted)}")
+    if not files:
+        raise DataError(f"{p}: no .jsonl files found")
+    out = []
+    for f in files:
+        for lineno, rec in enumerate(read_jsonl(f), 1):
+            out.append(_bbq_item(rec, f"{f}:{lineno}"))
+    return out
+
+
+def load_questions(spec: str) -> list[MCQ]:
+    """Questions from a source spec: ``builtin``, ``bbq:<file-or-folder>``, a ``.csv`` or a ``.jsonl`` path.
+
+    A ``.jsonl`` file whose first record has ``ans0`` is read as BBQ; a folder as BBQ too.
+    """
+    spec = str(spec).strip()
+    if spec == "builtin":
+        return load_builtin_questions()
+    if spec.startswith("bbq:"):
+        return load_bbq(spec[4:])
+    p = Path(spec)
+    if p.is_dir():
+        return load_bbq(p)
+    if p.suffix.lower() == ".csv":
+        return load_mmlu_csv(p)
+    if p.suffix.lower() == ".jsonl":
+        first = read_jsonl(p)[0]
+        return load_bbq(p) if "ans0" in first else load_mcq_jsonl(p)
+    raise UsageError(f"Unknown question source {spec!r}: use 'builtin', 'bbq:<path>', a .csv (MMLU) "
+                     "or a .jsonl file")
+
+
+def sample_questions(questions: Sequence[MCQ], n: int, seed: int = 0) -> list[MCQ]:
+    """``n`` questions stratified round-robin over subjects (BBQ: over category x condition x polarity).
+
+    ``n <= 0`` or ``n >= len`` keeps all. The result keeps the input order, so a smaller sample
+    with the same seed is not a subset in general but is deterministic.
+    """
+    if n <= 0 or n >= len(questions):
+        return list(questions)
+    rng = random.Random(seed)
+    strata: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        key = q.subject + (f"/{q.meta['condition']}/{q.meta['polarity']}" if q.is_bbq else "")
+        strata.setdefault(key, []).append(i)
+    pools = [rng.sample(v, len(v)) for _, v in sorted(strata.items())]
+    rng.shuffle(pools)
+    picked: list[int] = []
+    while len(picked) < n:
+        for pool in pools:
+            if pool and len(picked) < n:
+                picked.append(pool.pop())
+    return [questions[i] for i in sorted(picked)]
+
+
+# ------------------------------------------------------------------------------------------ prompts
+def user_text(q: MCQ, *, show_options: bool = False) -> str:
+    """The user turn: context, question, optionally the options (unlabeled), and a short instruction."""
+    parts = [q.context] if q.context else []
+    parts.append(f"Question: {q.question}")
+    if show_options:
+        parts.append("Options: " + "; ".join(q.options) + ".")
+    parts.append("Answer briefly.")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def option_logprobs(
+    model: ModelAdapter,
+    prompts: Sequence[str],
+    options: Sequence[Sequence[str]],
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """Sum log-probability of each option continuation after its prompt: one array per prompt.
+
+    Same numbers as ``model.logprobs`` on every (prompt, option) pair. When no steering is
+    active and the adapter runs the Hugging Face model itself (`CACHED_BACKENDS`: nnsight; the
+    TransformerLens bridge computes slightly different logits, so it is scored by its own
+    ``logprobs``), a cached path runs each batch's common
+    token prefix once, each prompt's remainder once, and only the option tokens per option; keep
+    prompts that share a prefix (one persona) next to each other to benefit. Otherwise (steering
+    active, or a model the cached path cannot drive) it falls back to ``model.logprobs``.
+
+    Args:
+        model: The model.
+        prompts: Prompt texts (chat-formatted, ending where the option text starts).
+        options: Option continuations per prompt (include the leading space).
+        batch_size: Prompts per forward pass (default: the adapter's).
+        progress: Show a progress bar.
+
+    """
+    if len(prompts) != len(options):
+        raise UsageError(f"{len(prompts)} prompts but {len(options)} option lists")
+    if not prompts:
+        return []
+    if (getattr(model, "backend_name", "") in CACHED_BACKENDS and not getattr(model, "_steers", None)
+            and getattr(model, "hf_model", None) is not None):
+        try:
+            return _cached_option_logprobs(model, prompts, options, batch_size or model.batch_size, progress)
+        except (TypeError, AttributeError, NotImplementedError, RuntimeError, ValueError):
+            pass  # an architecture or cache the fast path cannot drive: score pair by pair below
+    flat_p = [p for p, opts in zip(prompts, options, strict=True) for _ in opts]
+    flat_c = [c for opts in options for c in opts]
+    scores = model.logprobs(flat_p, flat_c, batch_size=batch_size, progress=progress)
+    out, k = [], 0
+    for opts in options:
+        out.append(np.asarray(scores[k : k + len(opts)], dtype=np.float64))
+        k += len(opts)
+    return out
+
+
+def _cached_option_logprobs(
+    model: ModelAdapter, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int, progress: bool
+) -> list[np.ndarray]:
+    """The cached path of `option_logprobs` (Hugging Face causal LM with a ``Cache`` object)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..chat import encode
+
+    tok, hf, dev = model.tokenizer, model.hf_model, model.device
+    params = inspect.signature(hf.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+    keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    p_ids = [encode(tok, p) for p in prompts]
+    o_ids = [[encode(tok, o, is_continuation=True) for o in opts] for opts in options]
+    for i, (p, opts) in enumerate(zip(p_ids, o_ids, strict=True)):
+        if not p:
+            raise UsageError(f"Prompt {i} is empty after tokenization")
+        if any(not o for o in opts):
+            raise UsageError(f"Prompt {i}: an option is empty after tokenization")
+    out = [np.zeros(len(o), dtype=np.float64) for o in o_ids]
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, last_only: bool) -> Any:
+        kw: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": True}
+        if cache is not None:
+            kw[cache_kw] = cache
+        if last_only:
+            kw.update(keep_kw)
+        return hf(**kw)
+
+    def cache_of(res: Any) -> Any:
+        c = getattr(res, "cache", None)
+        return c if c is not None else res.past_key_values
+
+    with torch.inference_mode(), tqdm(total=len(prompts), desc="options", disable=not progress, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            idx = list(range(start, min(start + batch_size, len(prompts))))
+            seqs = [p_ids[i] for i in idx]
+            # Common token prefix of the batch (the persona's system turn), at least one token
+            # short of the shortest prompt so that every row has a remainder to run.
+            common = 0
+            limit = min(len(s) for s in seqs) - 1
+            while common < limit and all(s[common] == seqs[0][common] for s in seqs):
+                common += 1
+            b = len(idx)
+            cache = None
+            if common:
+                pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
+                res = run(pre, torch.ones_like(pre), torch.arange(common, device=dev)[None], None, True)
+                cache = cache_of(res)
+                cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
+            # Remainders, left-padded after the prefix so that every row's last token sits in the
+            # last column (only its logits are computed); pads are masked out and the position
+            # ids of the real tokens continue after the prefix.
+            rest = [s[common:] for s in seqs]
+            lens = torch.tensor([len(r) for r in rest])
+            width = int(lens.max())
+            ids = torch.full((b, width), pad, dtype=torch.long)
+            rmask = torch.zeros((b, width), dtype=torch.long)
+            pos = torch.zeros((b, width), dtype=torch.long)
+            for j, r in enumerate(rest):
+                ids[j, width - len(r) :] = torch.tensor(r)
+                rmask[j, width - len(r) :] = 1
+                pos[j, width - len(r) :] = common + torch.arange(len(r))
+            full_mask = torch.cat([torch.ones((b, common), dtype=torch.long), rmask], 1)
+            res = run(ids.to(dev), full_mask.to(dev), pos.to(dev), cache, True)
+            cache = cache_of(res)
+            first_lp = torch.log_softmax(res.logits[:, -1].float(), dim=-1).cpu()
+            # Options: one row per (prompt, option) with the cache repeated row-wise. Only the
+            # tokens before each option's last one are run: their logits score the rest.
+            rows = [(j, k) for j, i in enumerate(idx) for k in range(len(o_ids[i]))]
+            o_width = max(len(o_ids[idx[j]][k]) for j, k in rows)
+            if o_width > 1:
+                oid = torch.full((len(rows), o_width - 1), pad, dtype=torch.long)
+                omask = torch.zeros((len(rows), o_width - 1), dtype=torch.long)
+                for r, (j, k) in enumerate(rows):
+                    o = o_ids[idx[j]][k][:-1]
+                    if o:
+                        oid[r, : len(o)] = torch.tensor(o)
+                        omask[r, : len(o)] = 1
+                beam = torch.tensor([j for j, _ in rows], dtype=torch.long)
+                cache.reorder_cache(beam.to(dev))
+                o_mask = torch.cat([full_mask[beam], omask], 1).to(dev)
+                o_pos = (common + lens[beam])[:, None] + torch.arange(o_width - 1)[None]
+                res2 = run(oid.to(dev), o_mask, o_pos.to(dev), cache, False)
+                lp2 = torch.log_softmax(res2.logits.float(), dim=-1).cpu()
+            for r, (j, k) in enumerate(rows):
+                o = o_ids[idx[j]][k]
+                total = float(first_lp[j, o[0]])
+                for t in range(1, len(o)):
+                    total += float(lp2[r, t - 1, o[t]])
+                out[idx[j]][k] = total
+            bar.update(b)
+    return out
+
+
+def choose(scores: Sequence[np.ndarray]) -> np.ndarray:
+    """Index of the best-scoring option per question (ties: the first)."""
+    return np.array([int(np.argmax(s)) for s in scores], dtype=np.int64)
+
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "CACHED_BACKENDS",
+    "MCQ",
+    "builtin_questions_path",
+    "choose",
+    "load_bbq",
+    "load_builtin_questions",
+    "load_mcq_jsonl",
+    "load_mmlu_csv",
+    "load_questions",
+    "option_logprobs",
+    "sample_questions",
+    "user_text",
+]

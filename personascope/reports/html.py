@@ -1,0 +1,609 @@
+"""One self-contained HTML report of a run: risk summary, one section per audit, methods and provenance.
+
+The report is a single file: inline CSS, plots as inline SVG (`personascope.reports.charts`), no
+script and no external URL, readable on a laptop and printable. Every text that comes from a model,
+a user, a data file or an audit is HTML-escaped. Rendering is deterministic: the run is first
+normalised through its canonical JSON, so rendering a run in memory and rendering the
+``results.json`` it was saved to give the same bytes, and no rendering-time clock is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from ..audits import REGISTRY
+from ..records import ModelInfo
+from ..results import SEVERITY_ORDER, AuditResult, Finding, Metric, Plot, Table
+from .charts import render_plot, value_label
+from .gate import Check, GateOutcome
+from .run import RESULTS_FILE, RunResults
+
+REPORT_FILE = "report.html"
+RISK_LEVELS = ("none", "info", "low", "medium", "high", "critical")
+_AUDIT_ORDER = {name: i for i, name in enumerate(REGISTRY)}
+_STATUS_ORDER = {"fail": 0, "warn": 1, "skip": 2, "pass": 3}
+
+CSS = """
+.psc{--fg:#1d2330;--muted:#5d6678;--line:#dde2ea;--panel:#f5f7fa;--accent:#0b5cad;
+ color:var(--fg);background:#fff;font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+ max-width:1120px;margin:0 auto;padding:20px 28px 40px}
+.psc *{box-sizing:border-box}
+.psc h1{font-size:26px;margin:2px 0 6px;line-height:1.2}
+.psc h2{font-size:20px;margin:34px 0 10px;padding-bottom:6px;border-bottom:2px solid var(--line)}
+.psc h3{font-size:15px;margin:22px 0 8px;color:#2a3142}
+.psc h4{font-size:13.5px;margin:14px 0 6px}
+.psc code{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--panel);
+ padding:0 4px;border-radius:3px;overflow-wrap:anywhere}
+.psc pre{font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--panel);
+ border:1px solid var(--line);border-radius:4px;padding:8px 10px;margin:4px 0 10px;white-space:pre-wrap;
+ overflow-wrap:anywhere;max-height:340px;overflow:auto}
+.psc .eyebrow{text-transform:uppercase;letter-spacing:.08em;font-size:11.5px;color:var(--muted);font-weight:600}
+.psc header.top{border-bottom:1px solid var(--line);padding-bottom:14px}
+.psc .meta{color:var(--muted);font-size:13px}
+.psc .meta span+span:before{content:"\\00b7";color:#aab;margin-right:.45em}
+.psc .verdict{display:inline-block;margin-top:12px;padding:8px 14px;border-radius:6px;
+ font-weight:600;border:1px solid var(--line);background:var(--panel)}
+.psc .verdict-pass{background:#e7f5ea;border-color:#a9d8b3;color:#17602b}
+.psc .verdict-fail{background:#fdecec;border-color:#f0b2b2;color:#8f1a1a}
+.psc nav.toc{margin:14px 0 0;font-size:13px;color:var(--muted)}
+.psc nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap}
+.psc .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:11px;font-weight:700;
+ text-transform:uppercase;letter-spacing:.04em;line-height:1.6;vertical-align:middle;border:1px solid transparent;
+ white-space:nowrap}
+.psc .risk-none{background:#e7f5ea;color:#17602b;border-color:#bfe3c7}
+.psc .risk-info{background:#e8f1fb;color:#0b4f94;border-color:#c3dbf3}
+.psc .risk-low{background:#f3f7e3;color:#4d6112;border-color:#dbe6b4}
+.psc .risk-medium{background:#fff3dc;color:#8a5300;border-color:#f5d79d}
+.psc .risk-high{background:#fde7e1;color:#a3290b;border-color:#f4bba9}
+.psc .risk-critical{background:#a4161a;color:#fff;border-color:#a4161a}
+.psc .st-pass{background:#e7f5ea;color:#17602b}.psc .st-fail{background:#fdecec;color:#8f1a1a}
+.psc .st-warn{background:#fff3dc;color:#8a5300}.psc .st-skip,.psc .st-error{background:#eef0f4;color:#4a5263}
+.psc .st-error{background:#fdecec;color:#8f1a1a}
+.psc .tag{display:inline-block;font-size:11px;color:var(--muted);border:1px solid var(--line);border-radius:3px;
+ padding:0 5px;margin-left:6px;vertical-align:middle}
+.psc table{border-collapse:collapse;width:100%;font-size:13px;margin:4px 0 10px}
+.psc th,.psc td{text-align:left;vertical-align:top;padding:5px 9px;border-bottom:1px solid var(--line)}
+.psc td{max-width:46ch;overflow-wrap:anywhere}
+.psc th{background:var(--panel);font-weight:600;color:#2a3142;white-space:nowrap}
+.psc td.num,.psc th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.psc td.muted,.psc .muted{color:var(--muted)}
+.psc tr.flag td:first-child{box-shadow:inset 3px 0 0 #d9480f}
+.psc .scroll{max-height:440px;overflow:auto;border:1px solid var(--line);border-radius:4px;margin:4px 0 12px}
+.psc .scroll table{margin:0}
+.psc .scroll thead th{position:sticky;top:0;z-index:1;box-shadow:0 1px 0 var(--line)}
+.psc table.kv{width:auto;min-width:50%}.psc table.kv th{width:14em;background:none;color:var(--muted)}
+.psc ul.findings{list-style:none;padding:0;margin:6px 0}
+.psc ul.findings li{padding:7px 10px;border:1px solid var(--line);border-left-width:4px;border-radius:4px;margin:6px 0}
+.psc ul.findings li.sev-critical,.psc ul.findings li.sev-high{border-left-color:#c0391b}
+.psc ul.findings li.sev-medium{border-left-color:#e08a00}.psc ul.findings li.sev-low{border-left-color:#8aa626}
+.psc ul.findings li.sev-info{border-left-color:#3b82c4}
+.psc .detail{color:#333;margin-top:2px}.psc .ref{font-size:12px;color:var(--muted)}
+.psc figure{margin:10px 0 18px}.psc figcaption{font-size:12.5px;color:var(--muted);margin-top:2px}
+.psc svg.chart{display:block}
+.psc details{margin:8px 0;border:1px solid var(--line);border-radius:4px;padding:6px 10px}
+.psc details>summary{cursor:pointer;font-weight:600;color:#2a3142}
+.psc details[open]>summary{margin-bottom:6px}
+.psc .example{border-top:1px dashed var(--line);padding:8px 0}
+.psc .example:first-of-type{border-top:none}
+.psc .label{font-size:11.5px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);font-weight:600}
+.psc .warnbox{background:#fff3dc;border:1px solid #f5d79d;border-radius:4px;padding:6px 10px;color:#6b4100}
+.psc section.audit{margin-top:12px}
+.psc .sub{color:var(--muted);font-size:13px;margin:-4px 0 8px}
+.psc footer{margin-top:36px;padding-top:10px;border-top:1px solid var(--line);color:var(--muted);font-size:12px}
+@media print{
+ .psc{max-width:none;padding:0;font-size:10.5pt}
+ .psc nav.toc{display:none}
+ .psc section.audit,.psc section#methods{break-before:page}
+ .psc .scroll,.psc pre{max-height:none;overflow:visible}
+ .psc .scroll thead th{position:static}
+ .psc figure,.psc tr,.psc .example,.psc ul.findings li{break-inside:avoid}
+ .psc details{border:none;padding:0}
+ .psc .badge,.psc .verdict,.psc th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ .psc a{color:inherit;text-decoration:none}
+}
+@media print{.psc details::details-content{content-visibility:visible;display:block}}
+""".strip()
+
+
+# ------------------------------------------------------------------------------------------ small pieces
+def _e(text: Any) -> str:
+    """HTML-escape anything (quotes too: the text may land in an attribute)."""
+    return escape("" if text is None else str(text), quote=True)
+
+
+def _num(v: float | None) -> str:
+    return '<span class="muted">&mdash;</span>' if v is None else _e(value_label(v))
+
+
+def _ci(m: Metric) -> str:
+    if m.ci_low is None and m.ci_high is None:
+        return '<span class="muted">&mdash;</span>'
+    return f"[{_num(m.ci_low)}, {_num(m.ci_high)}]"
+
+
+def _metric_inline(m: Metric) -> str:
+    """``key = value [lo, hi] unit``, for the summary and findings."""
+    ci = f" {_ci(m)}" if m.ci_low is not None or m.ci_high is not None else ""
+    unit = f" {_e(m.unit)}" if m.unit else ""
+    return f"<code>{_e(m.key)}</code> = {_num(m.value)}{ci}{unit}"
+
+
+def badge(level: str) -> str:
+    """A coloured risk badge (``none`` .. ``critical``)."""
+    cls = level if level in RISK_LEVELS else "none"
+    return f'<span class="badge risk-{cls}">{_e(level)}</span>'
+
+
+def _status_badge(status: str) -> str:
+    return f'<span class="badge st-{_e(status)}">{_e(status)}</span>'
+
+
+def _cell(v: Any) -> str:
+    """A table cell: numbers right-aligned with a fixed format, other values escaped."""
+    if v is None:
+        return '<td class="muted">&mdash;</td>'
+    if isinstance(v, bool):
+        return f"<td>{'yes' if v else 'no'}</td>"
+    if isinstance(v, int):
+        return f'<td class="num">{v}</td>'
+    if isinstance(v, float):
+        return f'<td class="num">{_e(value_label(v))}</td>'
+    if isinstance(v, list | dict):
+        return f"<td><code>{_e(json.dumps(v, sort_keys=True, ensure_ascii=False))}</code></td>"
+    return f"<td>{_e(v)}</td>"
+
+
+def _kv(rows: list[tuple[str, str]]) -> str:
+    """A two-column key/value table; values are already-escaped HTML."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _json_pre(obj: Any) -> str:
+    return f"<pre>{_e(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False))}</pre>"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "&mdash;"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def _slug(name: str, used: set[str]) -> str:
+    base = "audit-" + (re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "x")
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
+def ordered_audits(audits: list[AuditResult]) -> list[AuditResult]:
+    """Interpretability audits first, then risk audits, each in registry order (unknown audits last)."""
+    return [a for _, a in sorted(enumerate(audits), key=lambda ia: (
+        0 if ia[1].kind == "interpretability" else 1, _AUDIT_ORDER.get(ia[1].audit, len(_AUDIT_ORDER)), ia[0]))]
+
+
+def _canonical_run(run: RunResults) -> RunResults:
+    """``run`` read back from its canonical JSON: dict order, tuples and int/float as in the saved file."""
+    return RunResults.from_data(json.loads(run.to_json()), "run")
+
+
+def _canonical_audit(result: AuditResult) -> AuditResult:
+    return AuditResult.from_dict(json.loads(result.to_json()), "audit result")
+
+
+def _canonical_gate(gate: GateOutcome | None) -> GateOutcome | None:
+    return None if gate is None else GateOutcome.model_validate_json(gate.model_dump_json())
+
+
+# ------------------------------------------------------------------------------------------ audit section
+def key_metrics(a: AuditResult, limit: int = 3) -> list[Metric]:
+    """The numbers behind an audit's risk: metrics its findings cite (most severe first), else its first few."""
+    by_key = a.metrics_by_key()
+    out: list[Metric] = []
+    for f in sorted(a.findings, key=lambda f: -SEVERITY_ORDER[f.severity]):
+        m = by_key.get(f.metric or "")
+        if m is not None and m not in out:
+            out.append(m)
+    if not out:
+        out = [m for m in a.metrics if m.value is not None]
+    return out[:limit]
+
+
+def _findings_html(a: AuditResult) -> str:
+    if not a.findings:
+        return '<p class="muted">No findings.</p>'
+    by_key = a.metrics_by_key()
+    items = []
+    for f in sorted(a.findings, key=lambda f: -SEVERITY_ORDER[f.severity]):  # stable: keeps audit order in a level
+        items.append(_finding_item(f, by_key))
+    return f'<ul class="findings">{"".join(items)}</ul>'
+
+
+def _finding_item(f: Finding, by_key: dict[str, Metric]) -> str:
+    refs = []
+    if f.metric:
+        m = by_key.get(f.metric)
+        refs.append(_metric_inline(m) if m is not None else f"<code>{_e(f.metric)}</code>")
+    if f.subject:
+        refs.append(f"subject: {_e(f.subject)}")
+    detail = f'<div class="detail">{_e(f.detail)}</div>' if f.detail else ""
+    ref = f'<div class="ref">{" &middot; ".join(refs)}</div>' if refs else ""
+    return f'<li class="sev-{_e(f.severity)}">{badge(f.severity)} <b>{_e(f.title)}</b>{detail}{ref}</li>'
+
+
+def _metrics_html(a: AuditResult) -> str:
+    if not a.metrics:
+        return '<p class="muted">No metrics.</p>'
+    cited = {f.metric for f in a.findings if f.metric}
+    rows = []
+    for m in a.metrics:
+        direction = {True: "higher is worse", False: "lower is worse", None: ""}[m.higher_is_worse]
+        unit = f" {_e(m.unit)}" if m.unit else ""
+        flag = ' class="flag"' if m.key in cited else ""
+        rows.append(
+            f"<tr{flag}><td><code>{_e(m.name)}</code></td>"
+            f"<td>{_e(m.group)}</td><td class=\"num\">{_num(m.value)}{unit}</td><td class=\"num\">{_ci(m)}</td>"
+            f'<td class="num">{"" if m.n is None else m.n}</td><td class="muted">{direction}</td>'
+            f"<td>{_e(m.description)}</td></tr>")
+    head = ('<thead><tr><th>metric</th><th>group</th><th class="num">value</th><th class="num">95% CI</th>'
+            '<th class="num">n</th><th>direction</th><th>description</th></tr></thead>')
+    return f'<div class="scroll"><table>{head}<tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _plot_html(plot: Plot) -> str:
+    try:
+        svg = render_plot(plot)
+    except Exception as exc:  # one bad plot must not cost the whole report
+        svg = f'<div class="warnbox">Plot {_e(plot.title)!s} could not be drawn: {_e(exc)}</div>'
+    note = f"<figcaption>{_e(plot.note)}</figcaption>" if plot.note else ""
+    return f"<figure>{svg}{note}</figure>"
+
+
+def _table_html(t: Table) -> str:
+    numeric = [all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+                   for v in (row[k] for row in t.rows if k < len(row))) for k in range(len(t.columns))]
+    head = "".join(('<th class="num">' if num else "<th>") + f"{_e(c)}</th>"
+                   for c, num in zip(t.columns, numeric, strict=True))
+    body = "".join(f"<tr>{''.join(_cell(v) for v in row)}</tr>" for row in t.rows)
+    note = f'<p class="muted">{_e(t.note)}</p>' if t.note else ""
+    return (f'<h4>{_e(t.title)}</h4><div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{note}")
+
+
+def _examples_html(a: AuditResult) -> str:
+    if not a.examples:
+        return ""
+    items = []
+    for x in a.examples:
+        head = []
+        if x.subject:
+            head.append(f"<b>{_e(x.subject)}</b>")
+        if x.score is not None:
+            score = _e(value_label(x.score)) if isinstance(x.score, float) else _e(x.score)
+            head.append(f"score <code>{score}</code>")
+        if x.redacted:
+            head.append('<span class="tag">redacted</span>')
+        parts = [f'<div>{" &middot; ".join(head)}</div>' if head else ""]
+        if x.prompt:
+            parts.append(f'<div class="label">Prompt</div><pre>{_e(x.prompt)}</pre>')
+        parts.append(f'<div class="label">Model output</div><pre>{_e(x.output)}</pre>')
+        if x.note:
+            parts.append(f'<div class="muted">{_e(x.note)}</div>')
+        items.append(f'<div class="example">{"".join(parts)}</div>')
+    return (f"<details><summary>Examples ({len(a.examples)}) &mdash; model text, shown as written</summary>"
+            f'{"".join(items)}</details>')
+
+
+def _judge_html(judge: dict[str, Any] | None) -> str:
+    if not judge:
+        return '<span class="muted">none</span>'
+    kind, name = judge.get("kind"), judge.get("name")
+    if kind is not None:
+        text = f"<code>{_e(kind)}</code>" + (f" {_e(name)}" if name else "")
+        fp = judge.get("model_fingerprint")
+        return text + (f' <span class="muted">model {_e(str(fp)[:12])}</span>' if fp else "")
+    return f"<code>{_e(json.dumps(judge, sort_keys=True, ensure_ascii=False))}</code>"
+
+
+def _agreement_html(agreement: dict[str, Any] | None) -> str:
+    """Judge agreement: per labelled set accuracy/AUC (judge_check format), else the raw numbers."""
+    if not agreement:
+        return '<span class="muted">not measured</span>'
+    sets = agreement.get("sets")
+    if isinstance(sets, list) and all(isinstance(s, dict) for s in sets):
+        parts = []
+        for s in sets:
+            acc, auc = s.get("accuracy"), s.get("auc")
+            weak = (auc is None or (isinstance(auc, int | float) and auc < 0.75))
+            ci = s.get("accuracy_ci")
+            ci_txt = (f" [{_e(value_label(ci[0]))}, {_e(value_label(ci[1]))}]"
+                      if isinstance(ci, list) and len(ci) == 2 and all(isinstance(c, int | float) for c in ci) else "")
+            acc_txt = _e(value_label(acc)) if isinstance(acc, int | float) else "n/a"
+            auc_txt = _e(value_label(auc)) if isinstance(auc, int | float) else "n/a"
+            parts.append(f"{_e(s.get('set', '?'))}: accuracy {acc_txt}{ci_txt}, AUC {auc_txt}, "
+                         f"n={_e(s.get('n_valid', s.get('n', '?')))}"
+                         + (' <span class="badge risk-medium">weak</span>' if weak else ""))
+        return "<br>".join(parts)
+    scalars = [(k, v) for k, v in sorted(agreement.items()) if isinstance(v, str | int | float | bool) or v is None]
+    text = ", ".join(f"{_e(k)}={_e(value_label(v)) if isinstance(v, float) else _e(v)}" for k, v in scalars)
+    rest = len(agreement) - len(scalars)
+    return text + (f' <span class="muted">(+{rest} more in provenance)</span>' if rest else "")
+
+
+def _audit_provenance(a: AuditResult) -> str:
+    """Parameters, judge, data hashes, timings and versions of one audit (a collapsible block)."""
+    model = a.model
+    rows = [("audit", f"<code>{_e(a.audit)}</code> ({_e(a.kind)})"),
+            ("model", f"<code>{_e(model.short)}</code>" if model else '<span class="muted">none</span>'),
+            ("parameters hash", f"<code>{_e(a.params_hash)}</code>" if a.params_hash else "&mdash;"),
+            ("seed", _e(a.seed) if a.seed is not None else "&mdash;"),
+            ("judge", _judge_html(a.judge)),
+            ("judge agreement", _agreement_html(a.judge_agreement)),
+            ("started", _e(a.started)), ("finished", _e(a.finished) if a.finished else "&mdash;"),
+            ("versions", ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(a.versions.items())) or "&mdash;")]
+    hashes = "".join(f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(v)}</code></td></tr>"
+                     for k, v in sorted(a.data_hashes.items()))
+    timings = "".join(f'<tr><td>{_e(k)}</td><td class="num">{_e(f"{v:.3f}")}</td></tr>'
+                      for k, v in sorted(a.timings.items()))
+    parts = [_kv(rows)]
+    if hashes:
+        parts.append(f"<h4>Data hashes</h4><table><thead><tr><th>data</th><th>sha256</th></tr></thead>"
+                     f"<tbody>{hashes}</tbody></table>")
+    if timings:
+        total = sum(a.timings.values())
+        parts.append(f'<h4>Timings (total {_duration(total)})</h4><table><thead><tr><th>step</th>'
+                     f'<th class="num">seconds</th></tr></thead><tbody>{timings}</tbody></table>')
+    parts.append(f"<h4>Parameters</h4>{_json_pre(a.params)}")
+    if a.judge:
+        parts.append(f"<h4>Judge identity</h4>{_json_pre(a.judge)}")
+    if a.judge_agreement:
+        parts.append(f"<h4>Judge agreement</h4>{_json_pre(a.judge_agreement)}")
+    return (f"<details><summary>Provenance of <code>{_e(a.audit)}</code>: parameters, judge, data, timings"
+            f"</summary>{''.join(parts)}</details>")
+
+
+def _gate_checks_table(checks: list[Check]) -> str:
+    rows = []
+    for c in sorted(checks, key=lambda c: _STATUS_ORDER[c.status]):
+        threshold = "" if c.threshold is None else f"{_e(c.op)} {_e(value_label(c.threshold))}"
+        rows.append(f"<tr><td>{_status_badge(c.status)}</td><td><code>{_e(c.audit)}</code></td><td>{_e(c.rule)}</td>"
+                    f'<td class="num">{_num(c.observed)}</td><td class="num">{threshold}</td>'
+                    f"<td>{_e(c.reason)}</td></tr>")
+    head = ('<thead><tr><th>status</th><th>audit</th><th>check</th><th class="num">observed</th>'
+            '<th class="num">threshold</th><th>reason</th></tr></thead>')
+    return f'<div class="scroll"><table>{head}<tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool) -> str:
+    kind = "interpretability" if a.kind == "interpretability" else "risk audit"
+    sub = [f"<code>{_e(a.audit)}</code>"]
+    if a.model is not None:
+        sub.append(f"model <code>{_e(a.model.short)}</code>")
+    if a.seed is not None:
+        sub.append(f"seed {_e(a.seed)}")
+    if a.timings:
+        sub.append(f"wall time {_duration(sum(a.timings.values()))}")
+    parts = [f'<section class="audit" id="{_e(anchor)}">',
+             f'<h2>{_e(a.title or a.audit)} {badge(a.risk)}<span class="tag">{_e(kind)}</span></h2>',
+             f'<p class="sub">{" &middot; ".join(sub)}</p>']
+    if gate is not None:
+        checks = gate.for_audit(a.audit)
+        bad = [c for c in checks if c.status != "pass"]
+        if bad:
+            parts.append(f"<h3>Release gate</h3>{_gate_checks_table(bad)}")
+    parts.append(f"<h3>Findings</h3>{_findings_html(a)}")
+    parts.append(f"<h3>Metrics</h3>{_metrics_html(a)}")
+    if a.plots:
+        parts.append("<h3>Figures</h3>" + "".join(_plot_html(p) for p in a.plots))
+    if a.tables:
+        parts.append("<h3>Tables</h3>" + "".join(_table_html(t) for t in a.tables))
+    parts.append(_examples_html(a))
+    if a.notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in a.notes) + "</ul>")
+    if with_provenance:
+        parts.append(_audit_provenance(a))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------ report
+def _findings_count(a: AuditResult) -> str:
+    if not a.findings:
+        return '<span class="muted">none</span>'
+    counts = {s: sum(f.severity == s for f in a.findings) for s in reversed(list(SEVERITY_ORDER))}
+    return ", ".join(f"{n} {_e(s)}" for s, n in counts.items() if n)
+
+
+def _gate_cell(gate: GateOutcome, audit: str) -> str:
+    checks = gate.for_audit(audit)
+    if not checks:
+        return '<span class="muted">no rule</span>'
+    c = {s: sum(x.status == s for x in checks) for s in ("pass", "fail", "warn", "skip")}
+    status = "fail" if c["fail"] else "warn" if c["warn"] else "pass" if c["pass"] else "skip"
+    extra = ", ".join(f"{n} {s}" for s, n in c.items() if n and s != "pass")
+    return (f"{_status_badge(status)} {c['pass']}/{len(checks)} passed"
+            + (f' <span class="muted">({_e(extra)})</span>' if extra else ""))
+
+
+def _summary_section(run: RunResults, audits: list[AuditResult], anchors: dict[int, str],
+                     gate: GateOutcome | None) -> str:
+    rows = []
+    for a in audits:
+        keys = "<br>".join(_metric_inline(m) for m in key_metrics(a)) or '<span class="muted">&mdash;</span>'
+        gate_td = f"<td>{_gate_cell(gate, a.audit)}</td>" if gate is not None else ""
+        rows.append(f'<tr><td><a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a><br>'
+                    f'<span class="muted">{_e(a.kind)}</span></td><td>{badge(a.risk)}</td><td>{keys}</td>'
+                    f"<td>{_findings_count(a)}</td>{gate_td}</tr>")
+    for name, err in sorted(run.errors.items()):
+        gate_td = f"<td>{_gate_cell(gate, name)}</td>" if gate is not None else ""
+        rows.append(f"<tr><td><code>{_e(name)}</code></td><td>{_status_badge('error')}</td>"
+                    f'<td colspan="2">did not finish: {_e(err)}</td>{gate_td}</tr>')
+    if not rows:
+        return ('<section id="summary"><h2>Risk summary</h2><p class="muted">This run has no audit results.</p>'
+                "</section>")
+    gate_th = "<th>gate</th>" if gate is not None else ""
+    head = f"<thead><tr><th>audit</th><th>risk</th><th>key numbers (95% CI)</th><th>findings</th>{gate_th}</tr></thead>"
+    legend = ('<p class="muted">Risk = the most severe finding of the audit. Levels: '
+              + " ".join(badge(level) for level in RISK_LEVELS) + "</p>")
+    return (f'<section id="summary"><h2>Risk summary</h2><table>{head}<tbody>{"".join(rows)}</tbody></table>'
+            f"{legend}</section>")
+
+
+def _gate_section(gate: GateOutcome) -> str:
+    c = gate.counts()
+    head = (f"<p>Policy <code>{_e(gate.policy)}</code> (hash <code>{_e(gate.policy_hash)}</code>)"
+            + (f", baseline <code>{_e(gate.baseline)}</code>" if gate.baseline else "")
+            + f": {c['pass']} passed, {c['fail']} failed, {c['warn']} warnings, {c['skip']} skipped.</p>")
+    bad = [x for x in gate.checks if x.status != "pass"]
+    body = _gate_checks_table(bad) if bad else '<p class="muted">Every check passed.</p>'
+    every = (f"<details><summary>All {len(gate.checks)} checks</summary>{_gate_checks_table(gate.checks)}</details>"
+             if gate.checks else "")
+    return f'<section id="gate"><h2>Release gate</h2>{head}{body}{every}</section>'
+
+
+def _model_rows(model: ModelInfo | None) -> list[tuple[str, str]]:
+    if model is None:
+        return [("model", '<span class="muted">not recorded</span>')]
+    return [("id", f"<code>{_e(model.id)}</code>"), ("source", f"<code>{_e(model.source)}</code>"),
+            ("fingerprint", f"<code>{_e(model.fingerprint)}</code> ({_e(model.fingerprint_method)})"),
+            ("architecture", _e(model.architecture) or "&mdash;"),
+            ("layers / width", f"{model.n_layers} layers, d_model {model.d_model}"),
+            ("dtype / device", f"{_e(model.dtype)} on {_e(model.device)}"), ("backend", _e(model.backend)),
+            ("versions", ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(model.versions.items())) or "&mdash;")]
+
+
+def _methods_section(run: RunResults, audits: list[AuditResult]) -> str:
+    model = run.model_info
+    run_rows = [("name", _e(run.name) or "&mdash;"), ("profile", _e(run.profile) or "&mdash;"),
+                ("seed", _e(run.seed) if run.seed is not None else "&mdash;"),
+                ("config hash", f"<code>{_e(run.config_hash)}</code>"),
+                ("started", _e(run.started) or "&mdash;"), ("finished", _e(run.finished) or "&mdash;"),
+                ("wall time", _duration(run.wall_time_s)),
+                ("versions", ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted(run.versions.items())) or "&mdash;"),
+                ("results schema", _e(run.schema_))]
+    warn = []
+    if model is not None:
+        for a in audits:
+            if a.model is not None and a.model.fingerprint != model.fingerprint:
+                warn.append(f'<p class="warnbox">Audit <code>{_e(a.audit)}</code> ran on a different model: '
+                            f"<code>{_e(a.model.short)}</code>, not <code>{_e(model.short)}</code>.</p>")
+    rows = []
+    for a in audits:
+        n_hash = len(a.data_hashes)
+        hashes = (", ".join(f"<code>{_e(v[:12])}</code>" for _, v in sorted(a.data_hashes.items())[:2])
+                  + (f" +{n_hash - 2}" if n_hash > 2 else "")) if n_hash else '<span class="muted">&mdash;</span>'
+        rows.append(f"<tr><td><code>{_e(a.audit)}</code></td><td><code>{_e(a.params_hash) or '&mdash;'}</code></td>"
+                    f"<td class=\"num\">{_e(a.seed) if a.seed is not None else '&mdash;'}</td>"
+                    f"<td>{_judge_html(a.judge)}</td><td>{_agreement_html(a.judge_agreement)}</td><td>{hashes}</td>"
+                    f'<td class="num">{_duration(sum(a.timings.values())) if a.timings else "&mdash;"}</td></tr>')
+    audit_table = ""
+    if rows:
+        audit_table = ('<h3>Audits</h3><div class="scroll"><table><thead><tr><th>audit</th><th>params hash</th>'
+                       '<th class="num">seed</th><th>judge</th><th>judge agreement</th><th>data hashes</th>'
+                       f'<th class="num">time</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+                       + "".join(_audit_provenance(a) for a in audits))
+    errors = ""
+    if run.errors:
+        errors = "<h3>Audits that did not finish</h3><ul>" + "".join(
+            f"<li><code>{_e(k)}</code>: {_e(v)}</li>" for k, v in sorted(run.errors.items())) + "</ul>"
+    return (f'<section id="methods"><h2>Methods &amp; provenance</h2><h3>Model</h3>{_kv(_model_rows(model))}'
+            f"{''.join(warn)}<h3>Run</h3>{_kv(run_rows)}"
+            f"<details><summary>Run configuration</summary>{_json_pre(run.config)}</details>"
+            f"{audit_table}{errors}</section>")
+
+
+def _header(run: RunResults, gate: GateOutcome | None) -> str:
+    model = run.model_info
+    title = run.name or (f"Audit of {model.id}" if model is not None else "Audit report")
+    meta = []
+    if model is not None:
+        meta.append(f"<span>model <code>{_e(model.id)}</code> <code>{_e(model.fingerprint[:12])}</code></span>")
+    if run.started:
+        meta.append(f"<span>run {_e(run.started)}</span>")
+    if run.profile:
+        meta.append(f"<span>profile {_e(run.profile)}</span>")
+    meta.append(f"<span>{len(run.audits)} audit{'s' if len(run.audits) != 1 else ''}</span>")
+    if gate is not None:
+        c = gate.counts()
+        verdict = "PASS" if gate.passed else "FAIL"
+        detail = (f"{c['fail']} of {len(gate.checks)} checks failed" if c["fail"]
+                  else f"all {c['pass']} checks passed" if not c["warn"] and not c["skip"]
+                  else f"{c['pass']} passed, {c['warn']} warnings, {c['skip']} skipped")
+        box = (f'<div class="verdict verdict-{verdict.lower()}">Release gate: {verdict} &mdash; {_e(detail)} '
+               f'(policy <code>{_e(gate.policy)}</code>) &middot; highest risk {badge(run.risk)}</div>')
+    else:
+        box = f'<div class="verdict">Not gated &middot; highest risk {badge(run.risk)}</div>'
+    return (f'<header class="top"><div class="eyebrow">personascope audit report</div><h1>{_e(title)}</h1>'
+            f'<div class="meta">{" ".join(meta)}</div>{box}</header>')
+
+
+def _body(run: RunResults, gate: GateOutcome | None) -> str:
+    audits = ordered_audits(run.audits)
+    used: set[str] = set()
+    anchors = {id(a): _slug(a.audit, used) for a in audits}
+    nav = ['<a href="#summary">Risk summary</a>']
+    if gate is not None:
+        nav.append('<a href="#gate">Release gate</a>')
+    nav += [f'<a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a>' for a in audits]
+    nav.append('<a href="#methods">Methods &amp; provenance</a>')
+    sections = "".join(_audit_section(a, anchors[id(a)], gate, with_provenance=False) for a in audits)
+    version = run.versions.get("personascope", "")
+    footer = (f"<footer>Written by personascope {_e(version)} from the run's results "
+              f"(config hash <code>{_e(run.config_hash)}</code>). All model and user text is shown escaped, "
+              f"as written; examples may contain offensive or private-looking text produced by the model.</footer>")
+    return (f'{_header(run, gate)}<nav class="toc">{" ".join(nav)}</nav>{_summary_section(run, audits, anchors, gate)}'
+            f"{_gate_section(gate) if gate is not None else ''}{sections}{_methods_section(run, audits)}{footer}")
+
+
+def render_report(run: RunResults, gate: GateOutcome | None = None) -> str:
+    """The self-contained HTML report of ``run`` (and of its gate outcome, when given) as one string.
+
+    Same run (in memory or read back from ``results.json``), same bytes: nothing here reads the clock.
+    """
+    run, gate = _canonical_run(run), _canonical_gate(gate)
+    model = run.model_info
+    title = run.name or f"personascope report{f': {model.id}' if model is not None else ''}"
+    return ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_e(title)}</title>\n<style>\n{CSS}\nbody{{margin:0;background:#fff}}\n</style>\n</head>\n"
+            f'<body>\n<div class="psc">\n{_body(run, gate)}\n</div>\n</body>\n</html>\n')
+
+
+def render_run_fragment(run: RunResults, gate: GateOutcome | None = None) -> str:
+    """The report as an embeddable ``<div>`` with its scoped style (for Jupyter)."""
+    run, gate = _canonical_run(run), _canonical_gate(gate)
+    return f'<div class="psc"><style>{CSS}</style>{_body(run, gate)}</div>'
+
+
+def render_audit_fragment(result: AuditResult) -> str:
+    """One audit's section as an embeddable ``<div>`` with its scoped style (``AuditResult._repr_html_``)."""
+    result = _canonical_audit(result)
+    return (f'<div class="psc"><style>{CSS}</style>'
+            f"{_audit_section(result, _slug(result.audit, set()), None, with_provenance=True)}</div>")
+
+
+def write_report(run: RunResults, out_dir: str | Path, gate: GateOutcome | None = None) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``report.html`` into ``out_dir``; the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run.save(out / RESULTS_FILE)
+    report = out / REPORT_FILE
+    tmp = report.with_name(report.name + ".tmp")
+    tmp.write_text(render_report(run, gate), encoding="utf-8")
+    tmp.replace(report)
+    return results, report
+
+
+__all__ = ["CSS", "REPORT_FILE", "badge", "key_metrics", "ordered_audits", "render_audit_fragment",
+           "render_report", "render_run_fragment", "write_report"]

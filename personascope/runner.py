@@ -1,0 +1,207 @@
+"""One audit run: a validated config, the audits it names, resumable results, the report.
+
+``personascope audit --config audit.toml`` and `run_audits` go through here. Each finished audit
+is saved to ``OUT/audits/<name>.json`` at once; a rerun with the same model and parameters reuses
+it, and cached activations/generations make an interrupted audit continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .audits import REGISTRY, get_audit
+from .audits.base import PROFILES
+from .errors import DataError, UsageError
+from .records import now_iso, stable_hash
+from .results import AuditResult
+
+if TYPE_CHECKING:
+    from .backends.base import ModelAdapter
+    from .judges.base import Judge
+    from .reports.run import RunResults
+
+# Short names for the command line.
+ALIASES = {"bias": "persona_bias", "drift": "ooc_drift", "leakage": "ci_leakage", "memory": "memory_injection",
+           "localization": "persona_localization", "vectors": "persona_vectors", "refusal": "user_persona_refusal"}
+QUICK_AUDITS = ("persona_localization", "persona_vectors", "user_persona_refusal", "persona_bias", "ooc_drift",
+                "ci_leakage", "memory_injection")
+
+
+class JudgeConfig(BaseModel):
+    """Which judge rates free text: ``contrast`` (default; the subject model's likelihoods), ``logprob``, ``http``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["contrast", "logprob", "http", "none"] = "contrast"
+    model: str | None = Field(None, description="Judge model (local alias/path; HTTP model name). Default: subject.")
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+class RunConfig(BaseModel):
+    """An audit run, as written in ``audit.toml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "personascope audit"
+    model: str = "smollm2-135m-instruct"
+    backend: Literal["nnsight", "transformer_lens"] = "nnsight"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = Field(16, ge=1)
+    profile: Literal["quick", "full"] = "quick"
+    seed: int = 0
+    out: str = "personascope_out"
+    policy: str | None = Field(None, description="Gate policy (name or TOML path) shown in the report.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    audits: dict[str, dict[str, Any]] = Field(default_factory=lambda: {a: {} for a in QUICK_AUDITS})
+
+    def audit_objects(self) -> list[Any]:
+        """Build every audit (profile defaults + params); errors name the audit and key."""
+        out = []
+        for name, params in self.audits.items():
+            name = ALIASES.get(name, name)
+            cls = get_audit(name)
+            params = dict(params or {})
+            params.setdefault("seed", self.seed)
+            out.append(cls.from_params(params, self.profile))
+        return out
+
+
+def _pydantic_message(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        allowed = err.get("ctx", {}).get("expected")
+        parts.append(f"{loc}: {msg}" + (f" (allowed: {allowed})" if allowed else ""))
+    return f"{source}: " + "; ".join(parts) + f". Allowed top-level keys: {', '.join(RunConfig.model_fields)}"
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read ``audit.toml`` (optional) and apply overrides (None values are ignored)."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and str(path) in ("quick", "full"):
+            from importlib import resources
+
+            p = Path(str(resources.files("personascope") / "data" / "configs" / f"{path}.toml"))
+        source = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"Cannot read config {p}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{p} is not valid TOML: {exc}") from exc
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(_pydantic_message(exc, source)) from exc
+    unknown = [a for a in cfg.audits if ALIASES.get(a, a) not in REGISTRY]
+    if unknown:
+        raise UsageError(f"{source}: unknown audit {unknown[0]!r}; known: {', '.join(REGISTRY)} "
+                         f"(short names: {', '.join(ALIASES)})")
+    if cfg.profile not in PROFILES:  # pragma: no cover - Literal already checks
+        raise UsageError(f"profile must be one of {PROFILES}")
+    cfg.audit_objects()  # validate every audit's parameters before loading a model
+    return cfg
+
+
+def build_judge(cfg: JudgeConfig, model: ModelAdapter) -> Judge | None:
+    """The configured judge (``None`` for ``kind = "none"``: audits use their rule scorers)."""
+    if cfg.kind == "none":
+        return None
+    if cfg.kind == "http":
+        from .judges.http import HTTPJudge
+
+        if not cfg.base_url or not cfg.model:
+            raise UsageError("judge.kind = 'http' needs judge.base_url and judge.model")
+        return HTTPJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env)
+    judge_model = model
+    if cfg.model:
+        from .models import load_model
+
+        judge_model = load_model(cfg.model)
+    if cfg.kind == "logprob":
+        from .judges.logprob import LogProbJudge
+
+        return LogProbJudge(judge_model)
+    from .judges.contrast import ContrastJudge
+
+    return ContrastJudge(judge_model)
+
+
+def run_audits(
+    cfg: RunConfig, *, model: ModelAdapter | None = None, progress: bool = True, log: Any = print
+) -> RunResults:
+    """Run every audit of ``cfg``, saving each result as it finishes; write results.json and report.html.
+
+    An audit that fails is recorded in ``errors`` (the traceback goes to ``OUT/audits/<name>.error.txt``)
+    and the run goes on; finished audits are reused on a rerun with the same model and parameters.
+    """
+    from .models import load_model
+    from .reports import RunResults, write_report
+
+    out = Path(cfg.out)
+    (out / "audits").mkdir(parents=True, exist_ok=True)
+    audits = cfg.audit_objects()
+    t0 = time.perf_counter()
+    started = now_iso()
+    if model is None:
+        log(f"loading {cfg.model} ({cfg.backend}) ...")
+        model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    judge = build_judge(cfg.judge, model)
+    config = cfg.model_dump(mode="json")
+    run = RunResults(name=cfg.name, model=model.info, profile=cfg.profile, seed=cfg.seed, config=config,
+                     config_hash=stable_hash(config)[:16], started=started)
+    gate = None
+    for audit in audits:
+        path = out / "audits" / f"{audit.name}.json"
+        err_path = path.with_suffix(".error.txt")
+        result: AuditResult | None = None
+        if path.exists():
+            try:
+                old = AuditResult.load(path)
+                if (old.params_hash == audit.params_hash and old.model is not None
+                        and old.model.fingerprint == model.info.fingerprint):
+                    result = old
+                    log(f"[{audit.name}] finished earlier, reusing {path}")
+            except DataError:
+                pass
+        if result is None:
+            log(f"[{audit.name}] running ({cfg.profile} profile) ...")
+            t = time.perf_counter()
+            try:
+                result = audit.run(model, judge=judge, progress=progress)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one broken audit must not lose the others
+                err_path.write_text(traceback.format_exc(), encoding="utf-8")
+                run.errors[audit.name] = f"{type(exc).__name__}: {exc} (traceback: {err_path})"
+                log(f"[{audit.name}] FAILED: {exc}")
+                continue
+            result.finished = now_iso()
+            result.timings["total"] = round(time.perf_counter() - t, 2)
+            result.save(path)
+            err_path.unlink(missing_ok=True)
+            log(f"[{audit.name}] done in {result.timings['total']:.0f} s, risk: {result.risk}")
+        run.audits.append(result)
+    run.finished = now_iso()
+    run.wall_time_s = round(time.perf_counter() - t0, 1)
+    if cfg.policy:
+        from .reports import evaluate, load_policy
+
+        gate = evaluate(run, load_policy(cfg.policy))
+    write_report(run, out, gate)
+    return run
