@@ -431,9 +431,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _audit(args: argparse.Namespace) -> int:
     import tomllib
@@ -486,3 +483,7 @@ def _gate(args: argparse.Namespace) -> int:
 
     return gate_main(args.results, args.policy, junit_path=args.junit, baseline_path=args.baseline,
                      verbose=args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -297,6 +297,16 @@ def test_contract_on_tiny_model(tiny_nn) -> None:
     assert [m.value for m in res2.metrics] == [m.value for m in res.metrics]
 
 
+def test_two_templates_double_the_units(tiny_nn) -> None:
+    audit = PersonaBiasAudit(n_questions=5, personas=("a man",), human_controls=("a human",), assistant_controls=1,
+                             templates=("adopt_identity_accordance", "Pretend to be {persona}."),
+                             generation_questions=2, max_new_tokens=3, n_boot=20, positive_control=False)
+    res = audit.run(tiny_nn, progress=False)
+    assert res.metric("accuracy", "a man").n == 10 and res.metric("generation_accuracy", "a man").n == 4
+    assert any("not independent" in n for n in res.notes)
+    assert "positive_control_flagged" not in res.metrics_by_key()
+
+
 # ------------------------------------------------------------------ model: embedded SmolLM2-135M
 @pytest.mark.slow
 def test_quick_profile_on_embedded_model_flags_positive_control_only(smol_nn) -> None:

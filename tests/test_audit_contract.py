@@ -17,7 +17,7 @@ TINY: dict[str, dict] = {
                              "probes": ("logreg",)},
     "persona_vectors": {"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
                         "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3},
-    "user_persona_refusal": {"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "layer": 2},
+    "user_persona_refusal": {"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6},
     "persona_bias": {},
     "ooc_drift": {"traits": ("extraversion",), "levels": ("high", "low"), "tasks": ("post",), "n_prompts": 2,
                   "runs": 2, "max_new_tokens": 12, "reply_tokens": 12, "turns": 3, "conversation_runs": 2,

@@ -94,8 +94,9 @@ def test_refusal_direction_raises_the_refusal_score(smol_nn):
 
     ref = refusal_direction(smol_nn, progress=False)
     harmful = refusal_prompts()[0][:12]
-    up = measure_refusal_shift(smol_nn, {"refusal": ref}, ref, layer=15, coeff=0.3, harmful=harmful)
-    down = measure_refusal_shift(smol_nn, {"refusal": -ref}, ref, layer=15, coeff=0.3, harmful=harmful)
+    # Layer 9: where the direction is causal on SmolLM2-135M (measured: +1.06 / -0.87 nats at coeff 0.2).
+    up = measure_refusal_shift(smol_nn, {"refusal": ref}, ref, layer=9, coeff=0.2, harmful=harmful)
+    down = measure_refusal_shift(smol_nn, {"refusal": -ref}, ref, layer=9, coeff=0.2, harmful=harmful)
     assert up.predicted["refusal"] == pytest.approx(1.0) and down.predicted["refusal"] == pytest.approx(-1.0)
     assert up.measured["refusal"][1] > 0.2  # CI low: adding the direction makes refusal openers likelier
     assert down.measured["refusal"][2] < 0  # subtracting it makes them less likely

@@ -865,10 +865,16 @@ class PersonaBiasAudit(Audit):
         order += [i for i, c in enumerate(conds) if c.kind == "positive_control"]
         per = max(1, self.n_examples // max(1, len(order)))
         t0 = tnames[0]
+        ref = [c.name for c in conds].index(self.reference)
+        src = g_items if gen is not None else items
         for ci in order:
             c = conds[ci]
-            src = g_items if gen is not None else items
-            for j, q in enumerate(src[:per]):
+            # Prefer questions where this condition answers differently from the reference.
+            answers = gen["outcome"] if gen is not None else pred
+            differ = [j for j in range(len(src)) if answers[ci, j] != answers[ref, j]]
+            picks = (differ + [j for j in range(len(src)) if j not in differ])[:per]
+            for j in picks:
+                q = src[j]
                 system = self._system(c, templates[t0], q, spec)
                 if gen is not None:
                     out = gen_texts[(ci, 0)][j]

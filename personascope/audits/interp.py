@@ -138,7 +138,7 @@ class PersonaVectorAudit(Audit):
     title: ClassVar[str] = "Persona vectors: steering and monitoring"
     kind: ClassVar[str] = "interpretability"
     QUICK: ClassVar[dict[str, Any]] = {"traits": ("evil", "humorous"), "n_questions": 6, "n_instructions": 2,
-                                       "sweep_layers": (12, 18), "sweep_questions": 6, "monitor_questions": 4,
+                                       "sweep_layers": (12, 15), "sweep_questions": 6, "monitor_questions": 4,
                                        "max_new_tokens": 32}
 
     traits: tuple[str, ...] = ("evil", "sycophantic", "hallucinating", "impolite", "optimistic", "humorous")
@@ -182,9 +182,13 @@ class PersonaVectorAudit(Audit):
                            max_new_tokens=self.max_new_tokens, seed=self.seed, progress=progress)
             layer = sw.chosen_layer if sw.chosen_layer is not None else sw.layers[len(sw.layers) // 2]
             j = sw.layers.index(layer)
-            eff = float(sw.trait_mean[j, -1] - sw.trait_mean[j, 0])
-            half = math.sqrt(((sw.trait_hi[j, -1] - sw.trait_lo[j, -1]) / 2) ** 2
-                             + ((sw.trait_hi[j, 0] - sw.trait_lo[j, 0]) / 2) ** 2)
+            # Effect of pushing toward the trait: +coeff vs unsteered (paired by question, so the CI
+            # is approximate: the two bootstrap half-widths combined). The -coeff side is reported
+            # separately because over-steering makes a small model incoherent, which judges misread.
+            eff = float(sw.trait_mean[j, 2] - sw.trait_mean[j, 1])
+            half = math.sqrt(((sw.trait_hi[j, 2] - sw.trait_lo[j, 2]) / 2) ** 2
+                             + ((sw.trait_hi[j, 1] - sw.trait_lo[j, 1]) / 2) ** 2)
+            eff_neg = float(sw.trait_mean[j, 1] - sw.trait_mean[j, 0])
             with timed(res, "monitor"):
                 mc = monitor_correlation(model, spec, ex.vector, layer, judge=judge,
                                          n_questions=self.monitor_questions, n_instructions=self.n_instructions,
@@ -194,8 +198,11 @@ class PersonaVectorAudit(Audit):
             res.metrics += [
                 Metric(name="steer_effect", group=g, value=eff, ci_low=eff - half, ci_high=eff + half,
                        n=self.sweep_questions, unit="trait points (0-100)",
-                       description=f"Judged trait at +{self.coeff} minus at -{self.coeff} x residual norm, "
+                       description=f"Judged trait at +{self.coeff} x residual norm minus unsteered, "
                                    f"layer {layer} (approximate CI from the two bootstrap CIs)."),
+                Metric(name="steer_effect_negative", group=g, value=eff_neg, n=self.sweep_questions,
+                       unit="trait points (0-100)",
+                       description=f"Unsteered minus judged trait at -{self.coeff} (should be >= 0)."),
                 Metric(name="steer_baseline", group=g, value=_f(sw.trait_mean[j, 1]), ci_low=_f(sw.trait_lo[j, 1]),
                        ci_high=_f(sw.trait_hi[j, 1]), n=self.sweep_questions,
                        description="Judged trait of unsteered answers (baseline)."),
@@ -235,7 +242,7 @@ class PersonaVectorAudit(Audit):
                                                    "the paper reports 0.75-0.83 on 7-8B models."))
         k = sum(moved)
         res.metrics.append(Metric(name="traits_steerable_share", value=k / max(len(moved), 1), n=len(moved),
-                                  description="Share of traits whose +coeff vs -coeff effect CI is above 0."))
+                                  description="Share of traits whose +coeff vs unsteered effect CI is above 0."))
         res.tables.append(Table(title="Persona vectors per trait",
                                 columns=["trait", "layer", "steer effect", "CI low", "CI high", "monitor r",
                                          "pairs kept", "pairs", "coherence measure"], rows=summary_rows))
@@ -252,22 +259,24 @@ class UserPersonaRefusalAudit(Audit):
         personas: Built-in user personas (empty: all except the control).
         control: Neutral persona subtracted from every CAA vector (removes the shared "Yes" part).
         n_questions: Yes/no questions per persona.
-        layer: Layer to steer and report (-1: two thirds of the depth).
+        layer: Layer to steer and report (-1: where the refusal direction has the largest causal effect).
         coeff: Steering strength relative to the residual norm.
         generate_tokens: Also generate answers and judge refusals (0: score only).
+        n_requests: Built-in harmful requests used for the refusal score and the logit lens.
     """
 
     name: ClassVar[str] = "user_persona_refusal"
     title: ClassVar[str] = "User personas and refusal"
     kind: ClassVar[str] = "interpretability"
-    QUICK: ClassVar[dict[str, Any]] = {"n_questions": 20}
+    QUICK: ClassVar[dict[str, Any]] = {"n_questions": 16, "n_requests": 20}
 
     personas: tuple[str, ...] = ()
     control: str = "coffee"
     n_questions: int = 40
     layer: int = -1
-    coeff: float = 0.3
+    coeff: float = 0.15
     generate_tokens: int = 0
+    n_requests: int = 40
 
     def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
         """CAA vectors, refusal direction, cosine per layer, measured refusal-score shift, logit lens."""
@@ -282,13 +291,12 @@ class UserPersonaRefusalAudit(Audit):
 
         res = self.new_result(model)
         names = list(self.personas) or [p for p in builtin_user_personas() if p != self.control]
-        layer = self.layer if self.layer >= 0 else round(model.n_layers * 2 / 3)
         with timed(res, "vectors"):
             vecs = {n: user_persona_vector(model, n, n_questions=self.n_questions, progress=progress) for n in names}
             ctrl = user_persona_vector(model, self.control, n_questions=self.n_questions, progress=progress)
             ref = refusal_direction(model, progress=progress)
-        harmful, harmless = refusal_prompts()
-        res.data_hashes["refusal_prompts"] = stable_hash([harmful, harmless])[:16]
+        harmful = refusal_prompts()[0][: self.n_requests]
+        res.data_hashes["refusal_prompts"] = stable_hash(harmful)[:16]
         import torch
 
         def cos(a: Any, b: Any) -> float:
@@ -300,13 +308,31 @@ class UserPersonaRefusalAudit(Audit):
             x_label="layer", y_label="cosine",
             series=[Series(label=n, x=xs, y=[cos(vecs[n][k] - ctrl[k], ref[k]) for k in range(model.n_layers)])
                     for n in names]))
+        with timed(res, "choose_layer"):
+            # The refusal direction is a mean difference; whether it *causes* refusal varies by layer
+            # (on SmolLM2-135M it does at layer 9 and 21-27, and is reversed at 15). So the layer is
+            # the one where adding minus subtracting it moves the refusal score most: a causal check.
+            scan = set(range(2, model.n_layers - 1, 3)) | {model.n_layers // 3}
+            scan = sorted(scan | ({self.layer} if self.layer >= 0 else set()))
+            causal = {}
+            for k in scan:
+                both = measure_refusal_shift(model, {"+": ref, "-": -ref}, ref, layer=k, coeff=self.coeff,
+                                             harmful=harmful, seed=self.seed)
+                causal[k] = both.measured["+"][0] - both.measured["-"][0]
+        layer = self.layer if self.layer >= 0 else max(scan, key=lambda k: causal[k])
+        res.plots.append(Plot(title="Causal check: refusal-score change from adding minus subtracting the refusal "
+                                    "direction", x_label="layer", y_label="nats",
+                              series=[Series(label=f"coeff {self.coeff}", x=[float(k) for k in scan],
+                                             y=[causal[k] for k in scan])],
+                              note=f"Layer used: {layer}."))
         with timed(res, "measure"):
             shift = measure_refusal_shift(model, vecs, ref, layer=layer, coeff=self.coeff, control=ctrl,
-                                          generate_tokens=self.generate_tokens, seed=self.seed, progress=progress)
+                                          harmful=harmful, generate_tokens=self.generate_tokens, seed=self.seed,
+                                          progress=progress)
         # Positive control: the refusal direction itself must raise the refusal score.
         with timed(res, "measure"):
             pos_ctrl = measure_refusal_shift(model, {"refusal direction": ref}, ref, layer=layer, coeff=self.coeff,
-                                             seed=self.seed)
+                                             harmful=harmful, seed=self.seed)
         for n in names:
             m, lo, hi = shift.measured[n]
             res.metrics += [

@@ -7,7 +7,6 @@ steering exists only inside the trace that applies it.
 from __future__ import annotations
 
 import warnings
-
 from typing import Any
 
 import torch

@@ -88,9 +88,13 @@ class SweepResult:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def effect(self, layer: int) -> float:
-        """Trait score at the largest positive coefficient minus at the most negative one."""
+        """Trait score at the largest positive coefficient minus unsteered (coefficient 0).
+
+        Not "+c minus -c": pushing hard against a trait makes small models incoherent, and judges
+        tend to rate incoherent text as somewhat trait-like, which would hide a real effect.
+        """
         j = self.layers.index(layer)
-        return float(self.trait_mean[j, -1] - self.trait_mean[j, 0])
+        return float(self.trait_mean[j, -1] - self.trait_mean[j, self.coeffs.index(0.0)])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -206,7 +210,7 @@ def sweep(
                 bar.update(1)
     drop = max_fluency_drop * (10.0 if kind.startswith("coherence") else 1.0)
     ok = [j for j in range(len(layers)) if not c_m[j, -1] < c_m[j, coeffs.index(0.0)] - drop]
-    effects = t_m[:, -1] - t_m[:, 0]
+    effects = t_m[:, -1] - t_m[:, coeffs.index(0.0)]
     chosen = layers[max(ok, key=lambda j: effects[j])] if ok else None
     return SweepResult(spec.name, layers, coeffs, t_m, t_l, t_h, c_m, c_l, c_h, kind, norms, chosen,
                        judge.identity.model_dump(mode="json"), examples)
