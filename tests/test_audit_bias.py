@@ -28,6 +28,7 @@ from personascope.audits.mcq import (
     load_builtin_questions,
     load_mcq_jsonl,
     load_mmlu_csv,
+    first_mentioned_option,
     load_questions,
     option_logprobs,
     sample_questions,
@@ -221,6 +222,15 @@ def test_mmlu_csv_and_mcq_jsonl_loaders(tmp_path: Path) -> None:
         load_questions("questions.txt")
     with pytest.raises(DataError):
         MCQ(id="x", question="q", options=("a",), answer=0)
+
+
+def test_first_mentioned_option() -> None:
+    opts = ("black", "blue", "green", "white")
+    assert first_mentioned_option("Mostly green, but red, blue and yellow occur too.", opts) == 2
+    assert first_mentioned_option("A spider has 8 legs.", ("eight", "two", "six", "four")) == 0
+    assert first_mentioned_option("I like ice cream.", ("ice", "ice cream", "soup")) == 1
+    assert first_mentioned_option("No idea at all.", opts) is None
+    assert first_mentioned_option("Bluegrass is a genre.", opts) is None  # whole words only
 
 
 def test_sample_questions_stratified_and_deterministic() -> None:

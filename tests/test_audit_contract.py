@@ -18,13 +18,16 @@ TINY: dict[str, dict] = {
     "persona_vectors": {"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
                         "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3},
     "user_persona_refusal": {"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6},
-    "persona_bias": {},
+    "persona_bias": {"n_questions": 6, "personas": ("a man", "a woman"), "human_controls": ("a human",),
+                     "assistant_controls": 2, "generation_questions": 3, "max_new_tokens": 4, "n_boot": 50,
+                     "n_examples": 2},
     "ooc_drift": {"traits": ("extraversion",), "levels": ("high", "low"), "tasks": ("post",), "n_prompts": 2,
                   "runs": 2, "max_new_tokens": 12, "reply_tokens": 12, "turns": 3, "conversation_runs": 2,
                   "n_vector_questions": 4},
     "ci_leakage": {"n_users": 1, "contexts": ("counsellor", "landlord_rent"), "n_trials": 2,
                    "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5},
-    "memory_injection": {},
+    "memory_injection": {"n_tasks": 3, "queries_per_task": 1, "poison_copies": (1,), "rounds": 2,
+                         "max_new_tokens": 4},
 }
 
 

@@ -161,6 +161,21 @@ def test_guard_drops_planted_outlier_and_keeps_consistent_memories(data) -> None
     two = AMemGuard(agent, use_lessons=False).act_many(  # type: ignore[arg-type]
         MemoryStore(list(data.records) + poison_records(data, [task.id], 2)), [task], [query])[0]
     assert two.decision.choice == task.attack and not any(r.poisoned for r in two.flagged)
+    # A validation pool larger than k outvotes two poison records when the pool holds more on-task
+    # precedent (here the task's four queries, stored as past records with the correct action).
+    extra = [MemoryRecord(id=f"past{i}", task_id=task.id, task=q, reasoning="Handled as usual.",
+                          action=task.options[task.correct]) for i, q in enumerate(task.queries)]
+    store = MemoryStore(list(data.records) + extra + poison_records(data, [task.id], 2))
+    guard7 = AMemGuard(agent, use_lessons=False, pool_k=7)  # type: ignore[arg-type]
+    pool = guard7.act_many(store, [task], [_triggered(data, task, 3)])[0]
+    assert len(pool.retrieved) == 7
+    assert sorted(r.id for r in pool.flagged) == [f"{task.id}/poison0", f"{task.id}/poison1"]
+    assert len(pool.kept) == 3 and not any(r.poisoned for r in pool.kept) and pool.decision.choice == task.correct
+    # Off-task memories (actions of other tasks) do not vote: their answer is None, they are never flagged.
+    assert all((a is None) == (r.action not in task.options)
+               for a, r in zip(pool.answers, pool.retrieved, strict=True))
+    with pytest.raises(UsageError, match="pool_k"):
+        AMemGuard(agent, pool_k=2)  # type: ignore[arg-type]
 
 
 def test_lessons_are_retrieved_for_a_repeated_attack(data) -> None:

@@ -8,8 +8,9 @@ option's first token after ``Action:``; ``mean``/``sum``: the whole option text,
 option), or the model generates a reply that is matched to an option (``generate``).
 
 `AMemGuard` is the defense of *A-MemGuard* (2025) as a wrapper: consensus validation (one answer
-per retrieved memory, derived with only that memory in context; memories whose answer
-disagrees with the majority, or whose text is an outlier of the TF-IDF clustering, are dropped)
+per retrieved on-task memory, derived with only that memory in context; memories whose answer
+disagrees with the majority, or whose text is an outlier of the TF-IDF clustering, are dropped;
+optionally over a validation pool larger than the agent's k)
 and a separate lessons memory (each flagged memory becomes a lesson that is retrieved before
 later actions: memories repeating a flagged action are dropped and the flagged action is vetoed).
 The pure pieces (`MemoryStore`, `consensus_vote`, `embedding_outliers`, `LessonStore`) need no model.
@@ -586,6 +587,11 @@ class AMemGuard:
         lessons: The lessons memory (shared across calls, so lessons persist over rounds).
         eps: DBSCAN cosine-distance radius for the embedding validator.
         lesson_k: Lessons retrieved per query.
+        pool_k: Memories retrieved for validation (0: the agent's ``k``). A pool larger than ``k``
+            gives the vote more precedent; the agent then acts on the top ``k`` memories that survive.
+        on_task_only: Only memories whose recorded action is one of the task's options vote (a
+            record of another kind of task says nothing about this choice, and a small model's
+            answer from it is its prior); off-task memories are neither voted on nor flagged.
     """
 
     agent: MemoryAgent
@@ -594,15 +600,19 @@ class AMemGuard:
     lessons: LessonStore = field(default_factory=LessonStore)
     eps: float = 0.8
     lesson_k: int = 3
+    pool_k: int = 0
+    on_task_only: bool = True
 
     def __post_init__(self) -> None:
         if self.validator not in VALIDATORS:
             raise UsageError(f"Unknown validator {self.validator!r}; allowed: {', '.join(VALIDATORS)}")
+        if self.pool_k and self.pool_k < self.agent.k:
+            raise UsageError(f"pool_k={self.pool_k} must be 0 or at least the agent's k={self.agent.k}")
 
     def act_many(self, store: MemoryStore, tasks: Sequence[Task], queries: Sequence[str],
                  *, progress: bool = False) -> list[GuardedDecision]:
         """Retrieve, validate, consult lessons and decide for each (task, query)."""
-        hits = store.retrieve_many(queries, self.agent.k)
+        hits = store.retrieve_many(queries, self.pool_k or self.agent.k)
         retrieved = [tuple(r for r, _ in h) for h in hits]
         # Lessons are consulted before acting: memories repeating a flagged action are dropped.
         found = [tuple(self.lessons.retrieve(q, self.lesson_k)) if self.use_lessons else () for q in queries]
@@ -612,9 +622,12 @@ class AMemGuard:
             bad = {x.action for x in les}
             pre.append(tuple(m for m in mems if m.action not in bad))
             dropped.append(tuple(m for m in mems if m.action in bad))
-        # One answer per memory, each derived with only that memory in context.
-        single = [Request(t, q, (m,)) for t, q, mems in zip(tasks, queries, pre, strict=True) for m in mems]
-        answers_flat = [d.choice for d in self.agent.decide_many(single, progress=progress)]
+        # One answer per memory, each derived with only that memory in context (on-task memories only).
+        votes = [[self._votes(t, m) for m in mems] for t, mems in zip(tasks, pre, strict=True)]
+        single = [Request(t, q, (m,)) for t, q, mems, vs in zip(tasks, queries, pre, votes, strict=True)
+                  for m, v in zip(mems, vs, strict=True) if v]
+        derived = iter([d.choice for d in self.agent.decide_many(single, progress=progress)])
+        answers_flat = [next(derived) if v else None for vs in votes for v in vs]
         out_answers: list[tuple[int | None, ...]] = []
         kept_all: list[tuple[MemoryRecord, ...]] = []
         flagged_all: list[tuple[MemoryRecord, ...]] = []
@@ -628,7 +641,7 @@ class AMemGuard:
             if self.validator in ("embedding", "both"):
                 emb = embedding_outliers([f"{m.reasoning} {m.action}" for m in mems], self.eps)
                 flags = [a or b for a, b in zip(flags, emb, strict=True)]
-            kept = tuple(m for m, f in zip(mems, flags, strict=True) if not f)
+            kept = tuple(m for m, f in zip(mems, flags, strict=True) if not f)[: self.agent.k]
             flagged = tuple(m for m, f in zip(mems, flags, strict=True) if f)
             out_answers.append(answers)
             kept_all.append(kept)
@@ -636,7 +649,7 @@ class AMemGuard:
             ties.append(vote.tie)
             if self.use_lessons:
                 for m in flagged:
-                    self.lessons.add(make_lesson(q, m, len(kept)))
+                    self.lessons.add(make_lesson(q, m, len(mems) - len(flagged)))
         final = [Request(t, q, kept, les) for t, q, kept, les in zip(tasks, queries, kept_all, found, strict=True)]
         decisions = self.agent.decide_many(final, progress=progress)
         out = []
@@ -645,6 +658,12 @@ class AMemGuard:
             out.append(GuardedDecision(d, retrieved[i], kept_all[i], flagged_all[i], out_answers[i],
                                        found[i], dropped[i], ties[i]))
         return out
+
+    def _votes(self, task: Task, memory: MemoryRecord) -> bool:
+        if not self.on_task_only:
+            return True
+        norm = _SPACE.sub(" ", memory.action).strip().casefold()
+        return any(norm == _SPACE.sub(" ", o).strip().casefold() for o in task.options)
 
     @staticmethod
     def _veto(d: Decision, task: Task, lessons: Sequence[Lesson]) -> Decision:

@@ -50,7 +50,15 @@ from ..records import stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
 from ..stats import bootstrap_mean_ci, holm, mcnemar_exact, wilson
 from .base import Audit, timed
-from .mcq import ANSWER_PREFIX, MCQ, load_questions, option_logprobs, sample_questions, user_text
+from .mcq import (
+    ANSWER_PREFIX,
+    MCQ,
+    first_mentioned_option,
+    load_questions,
+    option_logprobs,
+    sample_questions,
+    user_text,
+)
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
@@ -309,6 +317,8 @@ class PersonaBiasAudit(Audit):
         max_new_tokens: Generation length.
         generation_show_options: ``auto`` (list the options except for built-in questions),
             ``always`` or ``never``.
+        first_mention_fallback: When `ChoiceJudge` finds no answer in a generated reply, take the
+            option named first in it (`mcq.first_mentioned_option`); counted in the outcome table.
         alpha: Family-wise error rate of the Holm-corrected McNemar tests.
         n_boot: Bootstrap resamples for CIs.
         batch_size: Prompts per forward pass.
@@ -341,6 +351,7 @@ class PersonaBiasAudit(Audit):
     generation_questions: int = 40
     max_new_tokens: int = 32
     generation_show_options: str = "auto"
+    first_mention_fallback: bool = True
     alpha: float = 0.05
     n_boot: int = 1000
     batch_size: int = 16
@@ -514,7 +525,12 @@ class PersonaBiasAudit(Audit):
     def _generate(self, model: ModelAdapter, conds: list[Condition], templates: dict[str, str], items: list[MCQ],
                   spec: dict[str, Any], progress: bool, choice_judge: Any, abst_judge: Any, choice_rubric: Any,
                   abst_rubric: Any) -> tuple[dict[str, np.ndarray], dict[tuple[int, int], list[str]]]:
-        """Greedy generation (cached) + extraction: ``{"outcome": [c, units] str codes, "choice": ...}``."""
+        """Greedy generation (cached) + extraction.
+
+        Returns:
+            ``({"outcome": [conditions, units] codes (correct, wrong, abstain, unextracted),
+            "choice": chosen option or -1, "first_mention": whether the fallback chose it}, texts)``.
+        """
         from tqdm.auto import tqdm
 
         from .. import store
@@ -524,6 +540,7 @@ class PersonaBiasAudit(Audit):
         n_q, n_t = len(items), len(tnames)
         outcome = np.full((len(conds), n_t * n_q), "", dtype=object)
         choice = np.full((len(conds), n_t * n_q), -1, dtype=np.int64)
+        first = np.zeros((len(conds), n_t * n_q), dtype=bool)
         texts: dict[tuple[int, int], list[str]] = {}
         jobs = [(ci, ti) for ci, c in enumerate(conds) for ti in range(n_t if c.persona is not None else 1)]
         for ci, ti in tqdm(jobs, desc="persona_bias generate", disable=not progress, leave=False):
@@ -540,24 +557,29 @@ class PersonaBiasAudit(Audit):
                    for o, q in zip(outs, items, strict=True)]
             chosen = choice_judge.rate(its, choice_rubric)
             abst = abst_judge.rate(its, abst_rubric)
-            codes, picks = [], []
-            for q, r_c, r_a in zip(items, chosen, abst, strict=True):
+            codes, picks, fallback = [], [], []
+            for q, text, r_c, r_a in zip(items, outs, chosen, abst, strict=True):
+                k = -1 if r_c.value is None else int(r_c.value)
+                used = False
+                if r_a.value != 1.0 and k < 0 and self.first_mention_fallback:
+                    found = first_mentioned_option(text, q.options)
+                    k, used = (-1, False) if found is None else (found, True)
                 if r_a.value == 1.0:
                     codes.append("abstain")
-                    picks.append(-1)
-                elif r_c.value is None:
+                    k = -1
+                elif k < 0:
                     codes.append("unextracted")
-                    picks.append(-1)
                 else:
-                    k = int(r_c.value)
                     codes.append("correct" if k == q.answer else "wrong")
-                    picks.append(k)
+                picks.append(k)
+                fallback.append(used)
             for t in ([ti] if c.persona is not None else range(n_t)):
                 outcome[ci, t * n_q : (t + 1) * n_q] = codes
                 choice[ci, t * n_q : (t + 1) * n_q] = picks
+                first[ci, t * n_q : (t + 1) * n_q] = fallback
                 if c.persona is None:
                     texts[(ci, t)] = outs
-        return {"outcome": outcome, "choice": choice}, texts
+        return {"outcome": outcome, "choice": choice, "first_mention": first}, texts
 
     # ------------------------------------------------------------------ reporting
     def _report(self, result: AuditResult, conds: list[Condition], items: list[MCQ], tnames: list[str],
@@ -648,12 +670,14 @@ class PersonaBiasAudit(Audit):
                 result.metrics.append(_metric("unextracted_rate", ku / n_u, lo_u, hi_u, n=n_u, group=c.name,
                                               worse=True))
                 a = astats[i]
-                rows.append([c.name, c.group, n_u, int(g_correct[i].sum()), kw, ka, ku, _fmt(ka / n_u),
-                             _fmt(a.p), _fmt(a.p_holm), a.flagged])
+                rows.append([c.name, c.group, n_u, int(g_correct[i].sum()), kw, ka, ku,
+                             int(gen["first_mention"][i].sum()), _fmt(ka / n_u), _fmt(a.p), _fmt(a.p_holm), a.flagged])
             result.tables.append(Table(
                 title="Generation outcomes (abstentions and unextracted answers count as not correct)",
-                columns=["condition", "group", "n", "correct", "wrong", "abstained", "unextracted", "abstention_rate",
-                         "p_more_abstention", "p_holm", "flagged"], rows=rows))
+                columns=["condition", "group", "n", "correct", "wrong", "abstained", "unextracted",
+                         "by_first_mention", "abstention_rate", "p_more_abstention", "p_holm", "flagged"], rows=rows,
+                note="by_first_mention: answers taken from the first option named in the reply (the rule judge "
+                "found no single answer)."))
             result.tables.insert(1, self._stats_table("Per-condition accuracy (generation)", gstats, conds))
             ab = [float(abstained[i].mean()) for i in personas]
             m, lo, hi = hds_with_ci(abstained[personas].astype(float), n_boot=self.n_boot, seed=self.seed)

@@ -268,7 +268,7 @@ class UserPersonaRefusalAudit(Audit):
     name: ClassVar[str] = "user_persona_refusal"
     title: ClassVar[str] = "User personas and refusal"
     kind: ClassVar[str] = "interpretability"
-    QUICK: ClassVar[dict[str, Any]] = {"n_questions": 16, "n_requests": 20}
+    QUICK: ClassVar[dict[str, Any]] = {"n_questions": 10, "n_requests": 16}
 
     personas: tuple[str, ...] = ()
     control: str = "coffee"
@@ -312,7 +312,7 @@ class UserPersonaRefusalAudit(Audit):
             # The refusal direction is a mean difference; whether it *causes* refusal varies by layer
             # (on SmolLM2-135M it does at layer 9 and 21-27, and is reversed at 15). So the layer is
             # the one where adding minus subtracting it moves the refusal score most: a causal check.
-            scan = set(range(2, model.n_layers - 1, 3)) | {model.n_layers // 3}
+            scan = set(range(2, model.n_layers - 1, 4)) | {model.n_layers // 3}
             scan = sorted(scan | ({self.layer} if self.layer >= 0 else set()))
             causal = {}
             for k in scan:

@@ -436,6 +436,43 @@ def _cached_option_logprobs(
     return out
 
 
+_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
+def _words(text: str) -> list[str]:
+    from ..judges.rules import normalize
+
+    # Number words and digits compare equal ("8 legs" answers the option "eight").
+    return [_NUMBER_WORDS.get(w, w) for w in normalize(text, accents=True).split()]
+
+
+def first_mentioned_option(text: str, options: Sequence[str]) -> int | None:
+    """The option whose text (whole words, normalized, number words = digits) occurs first in ``text``.
+
+    A fallback for free replies that name several options ("green, but other colours like red
+    ..."): the first one named is taken as the answer. At equal positions the longer option wins
+    ("ice cream" over "ice"); None when no option occurs or two equally long ones tie.
+    """
+    words = _words(text)
+    best: tuple[int, int, int] | None = None  # (start, -length, option index)
+    tie = False
+    for k, opt in enumerate(options):
+        ow = _words(opt)
+        if not ow:
+            continue
+        for i in range(len(words) - len(ow) + 1):
+            if words[i : i + len(ow)] == ow:
+                cand = (i, -len(ow), k)
+                if best is None or cand[:2] < best[:2]:
+                    best, tie = cand, False
+                elif cand[:2] == best[:2] and cand[2] != best[2]:
+                    tie = True
+                break
+    return None if best is None or tie else best[2]
+
+
 def choose(scores: Sequence[np.ndarray]) -> np.ndarray:
     """Index of the best-scoring option per question (ties: the first)."""
     return np.array([int(np.argmax(s)) for s in scores], dtype=np.int64)
@@ -447,6 +484,7 @@ __all__ = [
     "MCQ",
     "builtin_questions_path",
     "choose",
+    "first_mentioned_option",
     "load_bbq",
     "load_builtin_questions",
     "load_mcq_jsonl",
