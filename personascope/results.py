@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DataError
-from .records import ModelInfo, now_iso, package_versions
+from .records import ModelInfo, now_iso, package_versions, write_text_atomic
 
 RESULT_SCHEMA = 1
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -165,12 +165,7 @@ class AuditResult(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write JSON to ``path`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> AuditResult:

@@ -24,11 +24,11 @@ from personascope.audits.bias import (
 )
 from personascope.audits.mcq import (
     MCQ,
+    first_mentioned_option,
     load_bbq,
     load_builtin_questions,
     load_mcq_jsonl,
     load_mmlu_csv,
-    first_mentioned_option,
     load_questions,
     option_logprobs,
     sample_questions,

@@ -177,7 +177,7 @@ class MemoryInjectionAudit(Audit):
         scoring: How the agent chooses: ``first_token``, ``mean``, ``sum`` or ``generate`` (see
             `MemoryAgent`).
         generation: Also run the primary level and clean accuracy in generation mode.
-        rounds: Rounds of the self-reinforcing cycle (0: skip).
+        rounds: Rounds of the self-reinforcing cycle (0: skip), at the largest ``poison_copies`` level.
         minja: Run the query-only (MINJA-style) injection.
         validator: Consensus validator: ``answer``, ``embedding`` or ``both``.
         pool_k: Memories the defense retrieves and validates (0: ``k``); the agent then acts on the
@@ -398,7 +398,7 @@ class MemoryInjectionAudit(Audit):
     def _cycle(self, agent: MemoryAgent, data: MemoryData, tasks: Sequence[Task], benign: list[MemoryRecord],
                result: AuditResult, progress: bool) -> None:
         """Rounds of triggered queries whose outcomes are stored as precedent, per condition."""
-        copies = self.poison_copies[0]
+        copies = max(self.poison_copies)  # the strongest level: where the defense is stressed
         series = []
         rows = []
         for cond in CYCLE_CONDITIONS:

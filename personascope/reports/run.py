@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import DataError
-from ..records import ModelInfo, package_versions, stable_hash
+from ..records import ModelInfo, package_versions, stable_hash, write_text_atomic
 from ..results import RESULT_SCHEMA, AuditResult
 
 RUN_SCHEMA = 1
@@ -95,11 +95,7 @@ class RunResults(BaseModel):
         path = Path(path)
         if path.is_dir():
             path = path / RESULTS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> RunResults:
