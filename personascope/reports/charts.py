@@ -196,6 +196,17 @@ def _x_tick_labels(cats: Sequence[str], positions: Sequence[float], y: float) ->
     return out
 
 
+def _frame(cats: list[str] | None, left: float, pw: float, top: float, height: int,
+           n_labels: int) -> tuple[float, float, float, int, float]:
+    """Plot-area geometry with room for rotated category labels and the legend: left, pw, bottom, height, ph."""
+    extra, need_left = _rotated_room(cats, pw)
+    bottom = 44.0 + extra
+    if need_left > left:
+        left, pw = need_left, pw - (need_left - left)
+    height = max(height, int(top + 18 * n_labels + 20))
+    return left, pw, bottom, height, height - top - bottom
+
+
 def _rotated_room(cats: Sequence[str] | None, pw: float) -> tuple[float, float]:
     """Extra bottom margin, and the left margin, that rotated category labels need (0 when not rotated)."""
     if not cats:
@@ -217,12 +228,7 @@ def line_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
     left, top = 60.0, 28.0
     pw = width - left - legend_w
     cats = _categories(plot.series)
-    extra, need_left = _rotated_room(cats, pw)
-    bottom = 44.0 + extra
-    if need_left > left:
-        left, pw = need_left, pw - (need_left - left)
-    height = max(height, int(top + 18 * len(labels) + 20))
-    ph = height - top - bottom
+    left, pw, bottom, height, ph = _frame(cats, left, pw, top, height, len(labels))
 
     if cats is None:
         xs = [float(v) for s in plot.series for v in s.x]  # type: ignore[arg-type]
@@ -321,12 +327,7 @@ def bar_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
         for v in s.x:
             if _cat(v) not in cats:
                 cats.append(_cat(v))
-    extra, need_left = _rotated_room(cats, pw)
-    bottom = 44.0 + extra
-    if need_left > left:
-        left, pw = need_left, pw - (need_left - left)
-    height = max(height, int(top + 18 * len(labels) + 20))
-    ph = height - top - bottom
+    left, pw, bottom, height, ph = _frame(cats, left, pw, top, height, len(labels))
     lo_v, hi_v = _y_extent(plot.series, include_zero=True)
     y_ticks, y_step = nice_ticks(lo_v, hi_v, 5)
     y0, y1 = y_ticks[0], y_ticks[-1]
