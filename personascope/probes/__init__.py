@@ -5,23 +5,10 @@ against chance and a shuffled-label control, cluster geometry, a layer band, CKA
 and the overlap between personas; `localize_activations(acts)` does the measuring alone.
 """
 
-from __future__ import annotations
+# Imported eagerly: a lazy ``__getattr__`` would be shadowed by the submodule ``localize`` as soon as
+# it is imported, and ``from personascope.probes import localize`` would give the module. The
+# package loads only when used; ``import personascope`` does not import it.
+from .layerwise import layer_separability, linear_probe
+from .localize import LocalizationResult, localize, localize_activations
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "localize": ".localize",
-    "localize_activations": ".localize",
-    "LocalizationResult": ".localize",
-    "linear_probe": ".layerwise",
-    "layer_separability": ".layerwise",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'personascope.probes' has no attribute {name!r}")
+__all__ = ["LocalizationResult", "layer_separability", "linear_probe", "localize", "localize_activations"]
