@@ -208,6 +208,15 @@ def fingerprint_module(model: Any) -> str:
     return digest.hexdigest()
 
 
+def spec_fingerprint(spec: str) -> str:
+    """Content fingerprint of a model spec without loading it (hub ids: the id itself)."""
+    r = resolve(spec)
+    if r.kind == "hub":
+        return f"hub:{r.path}"
+    path = Path(r.path)
+    return fingerprint_files([path] if path.is_file() else _weight_files(path))[0]
+
+
 def _weight_files(folder: Path) -> list[Path]:
     files = [p for ext in ("*.safetensors", "*.bin", "*.pt") for p in folder.glob(ext)]
     return files or [folder / "config.json"]

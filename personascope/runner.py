@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 # Short names for the command line.
 ALIASES = {"bias": "persona_bias", "drift": "ooc_drift", "leakage": "ci_leakage", "memory": "memory_injection",
-           "localization": "persona_localization", "vectors": "persona_vectors", "refusal": "user_persona_refusal"}
+           "localization": "persona_localization", "vectors": "persona_vectors", "refusal": "user_persona_refusal",
+           "compare": "release_comparison", "release": "release_comparison"}
 QUICK_AUDITS = ("persona_localization", "persona_vectors", "user_persona_refusal", "persona_bias", "ooc_drift",
                 "ci_leakage", "memory_injection")
 

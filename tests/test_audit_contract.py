@@ -28,6 +28,10 @@ TINY: dict[str, dict] = {
                    "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5},
     "memory_injection": {"n_tasks": 3, "queries_per_task": 1, "poison_copies": (1,), "rounds": 2,
                          "max_new_tokens": 4},
+    # The candidate is the tiny model itself (filled in by the test): every shift must be exactly zero.
+    "release_comparison": {"candidate": "{tiny_model_dir}", "traits": ("evil",), "n_questions": 2,
+                           "n_instructions": 1, "n_prompts": 4, "max_new_tokens": 3, "judge_questions": 2,
+                           "refusal_requests": 3, "bias_questions": 4, "n_boot": 50},
 }
 
 
@@ -53,9 +57,10 @@ def test_audit_is_declared_as_data(name):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_audit_runs_and_returns_a_complete_result(name, tiny_nn):
+def test_audit_runs_and_returns_a_complete_result(name, tiny_nn, tiny_model_dir):
     cls = get_audit(name)
-    audit = cls.from_params(TINY[name])
+    params = {k: v.format(tiny_model_dir=tiny_model_dir) if isinstance(v, str) else v for k, v in TINY[name].items()}
+    audit = cls.from_params(params)
     res = audit.run(tiny_nn, progress=False)
     assert isinstance(res, AuditResult)
     assert res.audit == name and res.kind == cls.kind and res.params == audit.params()

@@ -22,6 +22,8 @@ REGISTRY: dict[str, str] = {
     "ooc_drift": "personascope.audits.drift:OOCDriftAudit",
     "ci_leakage": "personascope.audits.leakage:CILeakageAudit",
     "memory_injection": "personascope.audits.memory:MemoryInjectionAudit",
+    # Needs a second model (param ``candidate``); not in the default run (see runner.QUICK_AUDITS).
+    "release_comparison": "personascope.audits.release:ReleaseComparisonAudit",
 }
 
 

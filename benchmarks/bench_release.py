@@ -1,0 +1,172 @@
+"""Release comparison end to end on the embedded model: fine-tune two candidates, compare, gate, flag.
+
+1. Fine-tune SmolLM2-135M-Instruct on CPU on the shipped sycophantic set and on the matched neutral
+   set (same user messages, different answers): full fine-tune of every block (embeddings frozen),
+   loss on the answer tokens only. Candidates are cached in benchmarks/.release/ (keyed by the
+   training settings and data hash), so a rerun only re-measures.
+2. `personascope compare` (the release_comparison audit, quick profile) for each candidate, and the
+   `release` gate policy on each result.
+3. `personascope flag` on a mix of both training sets before training: AUROC of the projection
+   difference for the sycophantic samples.
+
+Run: .venv/bin/python benchmarks/bench_release.py   (about 30 minutes on 2 CPU cores; prints a
+Markdown section and writes benchmarks/.release/summary.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+import personascope as ps
+from personascope.records import stable_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "personascope" / "data" / "finetune"
+WORK = ROOT / "benchmarks" / ".release"
+
+
+def finetune(model: ps.ModelAdapter, data: Path, out: Path, *, epochs: int, lr: float, batch: int, seed: int) -> dict:
+    """Full fine-tune (embeddings frozen) on the answers of ``data``; saves to ``out``; returns stats."""
+    import copy
+
+    from personascope.steering.compare import load_sft_samples
+
+    samples = load_sft_samples(data)
+    settings = {"data": stable_hash([[s.messages, s.response] for s in samples]), "epochs": epochs, "lr": lr,
+                "batch": batch, "seed": seed, "base": model.info.fingerprint}
+    stamp = out / "personascope-finetune.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("settings") == settings:
+        return json.loads(stamp.read_text())
+    tok = model.tokenizer
+    rows = []
+    for s in samples:
+        prompt = model.format_chat(s.messages)
+        full = model.format_chat([*s.messages, {"role": "assistant", "content": s.response}],
+                                 add_generation_prompt=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        f_ids = tok(full, add_special_tokens=False)["input_ids"]
+        assert f_ids[: len(p_ids)] == p_ids, "chat template: the prompt must prefix the full conversation"
+        rows.append((f_ids, len(p_ids)))
+    torch.manual_seed(seed)
+    m = copy.deepcopy(model.hf_model).float().train()
+    for name, p in m.named_parameters():
+        p.requires_grad = "embed_tokens" not in name and "lm_head" not in name
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    losses, t0 = [], time.perf_counter()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    steps = epochs * ((len(rows) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 5) * max(0.0, 1 - k / steps))
+    for _ in range(epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for i in range(0, len(order), batch):
+            chunk = [rows[j] for j in order[i: i + batch]]
+            width = max(len(f) for f, _ in chunk)
+            ids = torch.full((len(chunk), width), pad)
+            labels = torch.full((len(chunk), width), -100)
+            att = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (f, n_prompt) in enumerate(chunk):
+                ids[r, : len(f)] = torch.tensor(f)
+                att[r, : len(f)] = 1
+                labels[r, n_prompt: len(f)] = torch.tensor(f[n_prompt:])
+            loss = m(input_ids=ids, attention_mask=att, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            losses.append(float(loss))
+    m.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    m.save_pretrained(out)
+    tok.save_pretrained(out)
+    info = {"settings": settings, "steps": len(losses), "loss_first": sum(losses[:5]) / 5,
+            "loss_last": sum(losses[-5:]) / 5, "seconds": round(time.perf_counter() - t0, 1), "samples": len(rows)}
+    stamp.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def main() -> None:
+    """Fine-tune both candidates, compare each with the base, gate, flag; print a Markdown section."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flag-per-set", type=int, default=60, help="samples of each set in the flagging mix")
+    args = ap.parse_args()
+    from personascope.reports import evaluate, load_policy
+    from personascope.runner import load_config, run_audits
+    from personascope.steering.compare import flag_training_data
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    base = ps.load_model("smollm2-135m-instruct")
+    summary: dict = {"base": base.info.short, "finetune": {}, "compare": {}, "gate": {}}
+    for name in ("sycophantic", "neutral"):
+        info = finetune(base, DATA / f"{name}.jsonl", WORK / name, epochs=args.epochs, lr=args.lr,
+                        batch=args.batch, seed=args.seed)
+        summary["finetune"][name] = {k: info[k] for k in ("steps", "loss_first", "loss_last", "seconds")}
+        print(f"fine-tune {name}: {info['steps']} steps, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}, "
+              f"{info['seconds']:.0f} s", flush=True)
+    policy = load_policy("release")
+    for name in ("sycophantic", "neutral"):
+        t0 = time.perf_counter()
+        cfg = load_config(None, model="smollm2-135m-instruct", profile="quick", out=str(WORK / f"compare_{name}"),
+                          policy="release", audits={"release_comparison": {"candidate": str(WORK / name)}})
+        run = run_audits(cfg, model=base, progress=False, log=lambda m: None)
+        if run.errors:
+            raise SystemExit(f"compare {name} failed: {run.errors}")
+        res = run.audit("release_comparison")
+        summary["compare"][name] = {m.key: [m.value, m.ci_low, m.ci_high] for m in res.metrics}
+        summary["compare"][name]["seconds"] = round(time.perf_counter() - t0, 1)
+        outcome = evaluate(run, policy)
+        summary["gate"][name] = {"passed": outcome.passed,
+                                 "failed": [c.rule for c in outcome.checks if c.status == "fail"]}
+        print(f"compare {name}: gate {'PASS' if outcome.passed else 'FAIL'}", flush=True)
+    # Flag before training: a mix of both sets, labelled by their 'trait' field.
+    mix = WORK / "flag_mix.jsonl"
+    lines = []
+    for name in ("sycophantic", "neutral"):
+        lines += (DATA / f"{name}.jsonl").read_text().splitlines()[: args.flag_per_set]
+    mix.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    fl = flag_training_data(base, mix, "sycophantic", n_questions=5, n_instructions=2, max_new_tokens=32)
+    summary["flag"] = {"auroc": fl["auroc"], "layer": fl["layer"], "dataset_score": fl["dataset_score"],
+                       "n": fl["n"], "seconds": round(time.perf_counter() - t0, 1),
+                       "top10_sycophantic": sum(r["label"] == "sycophantic" for r in fl["ranked"][:10])}
+    (WORK / "summary.json").write_text(json.dumps(summary, indent=1))
+
+    def cell(name: str, key: str) -> str:
+        v = summary["compare"][name].get(key)
+        if v is None or v[0] is None:
+            return "-"
+        return f"{v[0]:+.3f}" + (f" ({v[1]:+.3f}..{v[2]:+.3f})" if v[1] is not None and v[2] is not None else "")
+
+    print("\n## Release comparison (bench_release.py)\n")
+    print(f"Base {summary['base']}; fine-tunes: {args.epochs} epochs, lr {args.lr}, batch {args.batch}, embeddings "
+          "frozen, loss on answers only.\n")
+    print("| metric | sycophantic fine-tune | neutral fine-tune |\n|---|---|---|")
+    keys = sorted({k for n in ("sycophantic", "neutral") for k in summary["compare"][n] if k != "seconds"})
+    for k in keys:
+        if k.split("[")[0] in ("shift_frac", "shift", "shift_z", "trait_delta", "refusal_score_delta",
+                               "mcq_accuracy_delta", "shift_layer", "trait_base", "mcq_accuracy_base"):
+            print(f"| {k} | {cell('sycophantic', k)} | {cell('neutral', k)} |")
+    for n in ("sycophantic", "neutral"):
+        ft = summary["finetune"][n]
+        print(f"\n- {n}: {ft['steps']} steps in {ft['seconds']:.0f} s (loss {ft['loss_first']:.2f} -> "
+              f"{ft['loss_last']:.2f}); compare {summary['compare'][n]['seconds']:.0f} s; gate "
+              f"{'PASS' if summary['gate'][n]['passed'] else 'FAIL'} {summary['gate'][n]['failed']}")
+    f = summary["flag"]
+    print(f"- flag (before training, {f['n']} samples, layer {f['layer']}): AUROC {f['auroc']:.3f} for sycophantic vs "
+          f"neutral; {f['top10_sycophantic']}/10 of the top-10 are sycophantic; {f['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

