@@ -23,6 +23,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
 
 
+VECTOR_HELP = ("a vector: .safetensors from 'vector extract', a persona_vectors .pt (row r -> layer r-1) "
+               "or a llama.cpp/repeng control-vector .gguf")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = vsub.add_parser("extract", help="extract a persona vector with the persona-vectors recipe")
     _add_model_args(q)
     q.add_argument("--trait", help="built-in trait name (evil, sycophantic, hallucinating, impolite, ...)")
-    q.add_argument("--trait-file", help="a trait spec JSON file instead of --trait")
+    q.add_argument("--trait-file", help="a trait JSON file instead of --trait: our schema or persona_vectors' "
+                   "trait_data_extract/<trait>.json (auto-detected)")
     q.add_argument("--judge", default="contrast", choices=["none", "contrast", "logprob"],
                    help="filters pairs by judged trait/coherence; 'none' keeps all (default: %(default)s)")
     q.add_argument("--n-questions", type=int, help="first N extraction questions (default: all)")
@@ -70,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gguf", action="store_true", help="also export a llama.cpp control vector")
     q = vsub.add_parser("steer", help="generate with a persona vector added at one layer")
     _add_model_args(q)
-    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--vector", required=True, help=VECTOR_HELP)
     q.add_argument("--layer", type=int, required=True)
     q.add_argument("--coeff", type=float, default=4.0)
     q.add_argument("--prompt", required=True, help="user message")
@@ -80,14 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = vsub.add_parser("monitor", help="projection of each prompt's last token on a vector (JSON + PNG)")
     _add_model_args(q)
-    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--vector", required=True, help=VECTOR_HELP)
     q.add_argument("--layer", type=int, required=True)
     q.add_argument("--prompts", required=True, help="JSONL prompts (text | messages | user [+ system], label)")
     q.add_argument("--out", required=True, help="output folder: monitor.json, monitor.png")
     q.add_argument("--force", action="store_true", help="use a vector from another model fingerprint")
     q = vsub.add_parser("flag", help="rank (prompt, response) training samples by projection difference")
     _add_model_args(q)
-    q.add_argument("--vector", required=True, help="a .safetensors vector written by 'vector extract'")
+    q.add_argument("--vector", required=True, help=VECTOR_HELP)
     q.add_argument("--layer", type=int, required=True)
     q.add_argument("--data", required=True, help="JSONL with a prompt field (text | messages | user) and 'response'")
     q.add_argument("--max-new-tokens", type=int, default=64, help="length of the model's own responses")
@@ -128,6 +133,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the config's, else personascope_out)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("compare", help="release comparison: persona shifts from a base model to a candidate")
+    p.add_argument("--base", required=True, help="the base model: alias, Hugging Face id, local folder or .gguf")
+    p.add_argument("--candidate", required=True, help="the release candidate (same architecture, e.g. a fine-tune)")
+    p.add_argument("--traits", default=None, help="comma list of trait names or trait files (default: the profile's)")
+    p.add_argument("--vector-dir", default=None, help="folder of vectors from 'vector extract' (default: extract)")
+    p.add_argument("--data", default=None, help="fine-tuning data to flag (JSONL with messages or prompt/response)")
+    p.add_argument("--backend", default=None, choices=["nnsight", "transformer_lens"])
+    p.add_argument("--profile", default="quick", choices=["quick", "full"], help="sizes (default: %(default)s)")
+    p.add_argument("--judge", default=None, choices=["contrast", "logprob", "http", "none"])
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any release_comparison parameter, e.g. --param judge_questions=0 (repeatable)")
+    p.add_argument("--policy", default="release", help="gate policy for the verdict (default: %(default)s)")
+    p.add_argument("--out", default="compare_out", help="output folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("flag", help="rank fine-tuning samples by how far they push the model along a trait")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="JSONL/JSON/parquet: 'messages' ending with the answer, or "
+                                                 "prompt + response")
+    p.add_argument("--trait", default="sycophantic", help="built-in trait name or trait file (default: %(default)s)")
+    p.add_argument("--vector", default=None, help="a vector from 'vector extract' instead of extracting")
+    p.add_argument("--layer", type=int, default=None, help="layer (default: where the vector separates best)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="length of the model's own answers")
+    p.add_argument("--top", type=int, default=10, help="samples to print")
+    p.add_argument("--out", default="flag_out", help="output folder: flags.json (default: %(default)s)")
+
     p = sub.add_parser("report", help="re-render report.html from results.json (no model needed)")
     p.add_argument("results", help="results.json or its folder")
     p.add_argument("--out", default=None, help="folder for report.html (default: next to results.json)")
@@ -159,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {"models": _models, "capture": _capture, "demo": _demo, "localize": _localize,
                     "vector": _vector,
                     "judge-check": _judge_check, "serve-judge": _serve_judge, "audit": _audit,
-                    "report": _report, "gate": _gate}
+                    "compare": _compare, "flag": _flag, "report": _report, "gate": _gate}
         return commands[args.command](args)
     except PersonascopeError as exc:
         print(f"personascope: error: {exc}", file=sys.stderr)
@@ -463,6 +494,78 @@ def _audit(args: argparse.Namespace) -> int:
     if run.errors:
         print(f"{len(run.errors)} audit(s) failed: {', '.join(run.errors)}; see the report", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``personascope compare``: a run of the release_comparison audit on the base, with a gate verdict."""
+    import tomllib
+
+    from .errors import UsageError
+    from .reports import evaluate, load_policy
+    from .runner import load_config, run_audits
+
+    params: dict = {"candidate": args.candidate}
+    if args.traits:
+        params["traits"] = [t.strip() for t in args.traits.split(",") if t.strip()]
+    if args.vector_dir:
+        params["vector_dir"] = args.vector_dir
+    if args.data:
+        params["data"] = args.data
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--param {item!r}: use KEY=VALUE, e.g. judge_questions=0")
+        try:
+            params[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key] = value
+    policy = load_policy(args.policy)  # fail early on a bad policy, before any model loads
+    cfg = load_config(None, model=args.base, backend=args.backend, profile=args.profile, out=args.out,
+                      policy=args.policy, name=f"release comparison: {args.base} -> {args.candidate}",
+                      audits={"release_comparison": params})
+    if args.judge:
+        cfg.judge.kind = args.judge
+    run = run_audits(cfg, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    out = Path(cfg.out)
+    if run.errors:
+        print(f"release comparison failed: {run.errors}; see {out / 'report.html'}", file=sys.stderr)
+        return 1
+    res = run.audit("release_comparison")
+    for m in res.metrics:
+        if m.name in ("shift_frac", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta", "flag_auroc"):
+            has_ci = m.ci_low is not None and m.ci_high is not None
+            ci = f" (95% CI {m.ci_low:+.3f}..{m.ci_high:+.3f})" if has_ci else ""
+            print(f"{m.key:32s} {m.value:+.3f}{ci}" if m.value is not None else f"{m.key:32s} -")
+    outcome = evaluate(run, policy)
+    print(outcome.to_text())
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}; gate it in CI with: "
+          f"personascope gate {out / 'results.json'} --policy {args.policy}")
+    return 0
+
+
+def _flag(args: argparse.Namespace) -> int:
+    """``personascope flag``: rank training samples by projection difference on a trait vector."""
+    from .steering.compare import flag_training_data
+    from .steering.vector import PersonaVector
+
+    vec = PersonaVector.load(args.vector) if args.vector else None
+    model = _load(args)
+    if vec is not None:
+        vec.check_model(model)
+    res = flag_training_data(model, args.data, args.trait, vector=vec, layer=args.layer,
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res["model"] = model.info.model_dump(mode="json")
+    res["source"] = str(args.data)
+    (out / "flags.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
+    auroc = f"; AUROC {res['auroc']:.3f} for label trait={res['trait']!r}" if res["auroc"] is not None else ""
+    print(f"{res['n']} samples, trait {res['trait']!r}, layer {res['layer']}: dataset score "
+          f"{res['dataset_score']:+.3f}{auroc}")
+    for row in res["ranked"][: args.top]:
+        print(f"  #{row['index']:<5d} {row['score']:+8.3f}  {row['user'][:60]!r} -> {row['response'][:80]!r}")
+    print(f"wrote {out / 'flags.json'}")
     return 0
 
 

@@ -41,6 +41,116 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+#: Suffixes `read_records` reads (besides a folder written by ``datasets``' ``save_to_disk``).
+RECORD_SUFFIXES = (".jsonl", ".json", ".parquet")
+_HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def is_hf_dataset_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    p = Path(path)
+    return p.is_dir() and any((p / m).exists() for m in _HF_MARKERS)
+
+
+def split_spec(path: str | Path) -> tuple[Path, str | None]:
+    """``(path, split)`` from ``"folder::split"``; the split is None without ``::``."""
+    text = str(path)
+    if "::" in text:
+        base, split = text.rsplit("::", 1)
+        return Path(base), split or None
+    return Path(text), None
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Records (JSON objects) from a user data file, whatever its container.
+
+    Dispatches on what ``path`` is:
+
+    - ``.jsonl``: one JSON object per line (`read_jsonl`);
+    - ``.json``: a JSON list of objects (or an object holding one such list, e.g. ``{"data": [...]}``);
+    - ``.parquet``: every row of the table (pyarrow, imported only here; null fields are dropped,
+      so a column a row does not use reads as an absent field);
+    - a folder written by ``datasets``' ``save_to_disk`` (``dataset_info.json``/``state.json``):
+      every row, read with ``datasets.load_from_disk`` without network. A ``DatasetDict`` folder
+      needs a split: write ``folder::split`` (the error lists the splits).
+
+    Raises:
+        DataError: Missing or empty input, an unknown suffix, a record that is not an object, or a
+            ``DatasetDict`` without a split; the message names the file and the fix.
+
+    """
+    p, split = split_spec(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if not is_hf_dataset_dir(p):
+            raise DataError(f"{p} is a folder but not a Hugging Face dataset saved with save_to_disk "
+                            "(no dataset_info.json/state.json/dataset_dict.json); point at a file instead")
+        records = _read_hf_dir(p, split)
+    elif split is not None:
+        raise DataError(f"{path}: '::{split}' selects a split of a saved dataset folder; {p} is a file")
+    elif p.suffix.lower() == ".jsonl":
+        return read_jsonl(p)
+    elif p.suffix.lower() == ".json":
+        records = _read_json_list(p)
+    elif p.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            records = _drop_nulls(pq.read_table(str(p)).to_pylist())
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+            raise DataError(f"{p}: cannot read parquet ({exc})") from exc
+    else:
+        raise DataError(f"{p}: unknown data file type {p.suffix!r}; use .jsonl, .json (a list), .parquet "
+                        "or a folder saved with datasets' save_to_disk")
+    for i, rec in enumerate(records, 1):
+        if not isinstance(rec, dict):
+            raise DataError(f"{p}: record {i}: expected a JSON object, got {type(rec).__name__}")
+    if not records:
+        raise DataError(f"{p}: the file has no records")
+    return records
+
+
+def _drop_nulls(rows: list[Any]) -> list[Any]:
+    # A columnar table has every column in every row; a null there means the field is absent, as
+    # it would be from a JSONL line (so "key in record" checks read both containers alike).
+    return [{k: v for k, v in r.items() if v is not None} if isinstance(r, dict) else r for r in rows]
+
+
+def _read_json_list(p: Path) -> list[Any]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{p}: invalid JSON ({exc})") from exc
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{p}: expected a JSON list of records (or an object holding exactly one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise DataError(f"{p}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def _read_hf_dir(p: Path, split: str | None) -> list[Any]:
+    import datasets  # lazily: heavy, and only needed for saved dataset folders
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except (OSError, ValueError, FileNotFoundError) as exc:
+        raise DataError(f"{p}: cannot load the saved dataset ({exc})") from exc
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if split is None:
+            raise DataError(f"{p} holds several splits ({', '.join(splits)}); choose one as {p}::{splits[0]}")
+        if split not in ds:
+            raise DataError(f"{p}: no split {split!r}; available: {', '.join(splits)}")
+        ds = ds[split]
+    elif split is not None:
+        raise DataError(f"{p} is a single dataset without splits; drop '::{split}'")
+    return _drop_nulls(ds.to_list())
+
+
 @dataclass(frozen=True)
 class PromptRecord:
     """One prompt from a prompt file: the rendered text and an optional label."""
@@ -50,8 +160,8 @@ class PromptRecord:
 
 
 def check_prompt_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read a prompt JSONL file and check every record has a prompt field, before any model loads."""
-    records = read_jsonl(path)
+    """Read a prompt file (any `read_records` format) and check every record has a prompt field."""
+    records = read_records(path)
     for lineno, rec in enumerate(records, 1):
         if not any(isinstance(rec.get(k), t) for k, t in (("text", str), ("messages", list), ("user", str))):
             raise DataError(f"{path}: record {lineno}: no prompt field; give {PROMPT_FIELDS}")
@@ -59,7 +169,7 @@ def check_prompt_file(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_prompts(path: str | Path, render_chat: Callable[..., str]) -> list[PromptRecord]:
-    """Load prompts from JSONL; chat records are rendered with ``render_chat`` (the model's template).
+    """Load prompts from a JSONL file (or any `read_records` format); chat records use ``render_chat``.
 
     Each line has one of: ``text`` (used as is), ``messages`` (``[{"role", "content"}]``), or
     ``user`` with an optional ``system``; and an optional ``label``.
@@ -102,30 +212,37 @@ def builtin_personas_dir() -> Path:
 def load_persona_statements(
     source: str | Path | None = None, personas: Iterable[str] | None = None
 ) -> list[PersonaStatement]:
-    """Load persona statements from a JSONL file or a folder of them (default: the built-in set).
+    """Load persona statements from a file or a folder of them (default: the built-in set).
 
-    The persona name is the file stem. ``personas`` filters by name.
+    A file is anything `read_records` reads (Anthropic's ``persona/*.jsonl``, a ``.json`` list, a
+    ``.parquet`` file, a saved ``datasets`` folder); a plain folder is read file by file. The
+    persona name is the file stem (the folder name for a saved dataset). ``personas`` filters by
+    name, and an unknown name is an error listing the available ones.
     """
     src = Path(source) if source is not None else builtin_personas_dir()
-    files = sorted(src.glob("*.jsonl")) if src.is_dir() else [src]
+    if src.is_dir() and not is_hf_dataset_dir(src):
+        files = sorted(f for f in src.iterdir() if f.suffix.lower() in RECORD_SUFFIXES or is_hf_dataset_dir(f))
+    else:
+        files = [src]
     if not files:
-        raise DataError(f"{src}: no .jsonl persona files found")
+        raise DataError(f"{src}: no persona files found (.jsonl, .json, .parquet)")
     wanted = set(personas) if personas is not None else None
     out: list[PersonaStatement] = []
     for f in files:
-        if wanted is not None and f.stem not in wanted:
+        stem = split_spec(f)[0].stem
+        if wanted is not None and stem not in wanted:
             continue
-        for lineno, rec in enumerate(read_jsonl(f), 1):
+        for lineno, rec in enumerate(read_records(f), 1):
             if "statement" not in rec:
                 raise DataError(f"{f}:{lineno}: missing field 'statement'")
             amb = str(rec.get("answer_matching_behavior", " Yes")).strip().lower()
             if amb not in ("yes", "no"):
                 raise DataError(f"{f}:{lineno}: answer_matching_behavior must be ' Yes' or ' No'")
-            out.append(PersonaStatement(f.stem, str(rec["statement"]), amb == "yes"))
+            out.append(PersonaStatement(stem, str(rec["statement"]), amb == "yes"))
     if wanted is not None:
         missing = wanted - {s.persona for s in out}
         if missing:
-            have = ", ".join(sorted(f.stem for f in files))
+            have = ", ".join(sorted(split_spec(f)[0].stem for f in files))
             raise DataError(f"Unknown persona(s) {', '.join(sorted(missing))}; available: {have}")
     return out
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data import read_jsonl
+from ..data import RECORD_SUFFIXES, is_hf_dataset_dir, read_records, split_spec
 from ..errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -127,10 +127,10 @@ def _answer_index(value: Any, options: Sequence[str], where: str) -> int:
 
 
 def load_mcq_jsonl(path: str | Path, *, source: str | None = None) -> list[MCQ]:
-    """Questions from an MCQ JSONL file (fields in the module docstring); `DataError` names the line."""
+    """Questions from an MCQ JSONL file (or any `read_records` format); `DataError` names the line."""
     p = Path(path)
     out = []
-    for lineno, rec in enumerate(read_jsonl(p), 1):
+    for lineno, rec in enumerate(read_records(p), 1):
         where = f"{p}:{lineno}"
         if not isinstance(rec.get("question"), str) or not rec["question"].strip():
             raise DataError(f"{where}: missing 'question' text")
@@ -217,29 +217,33 @@ def _bbq_item(rec: dict[str, Any], where: str) -> MCQ:
 
 
 def load_bbq(path: str | Path, categories: Iterable[str] | None = None) -> list[MCQ]:
-    """BBQ items from one JSONL file or every ``*.jsonl`` in a folder; ``categories`` filters by file stem."""
+    """BBQ items from one file (any `read_records` format) or a folder of them; ``categories`` filters by stem."""
     p = Path(path)
-    if not p.exists():
+    if not split_spec(p)[0].exists():
         raise DataError(f"{p}: no such file or folder; point it at BBQ's data/ folder or one of its .jsonl files")
-    files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+    if p.is_dir() and not is_hf_dataset_dir(p):
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in RECORD_SUFFIXES or is_hf_dataset_dir(f))
+    else:
+        files = [p]
     if categories is not None:
         wanted = set(categories)
-        files = [f for f in files if f.stem in wanted]
+        files = [f for f in files if split_spec(f)[0].stem in wanted]
         if not files:
             raise DataError(f"{p}: no BBQ file for categories {sorted(wanted)}")
     if not files:
         raise DataError(f"{p}: no .jsonl files found")
     out = []
     for f in files:
-        for lineno, rec in enumerate(read_jsonl(f), 1):
+        for lineno, rec in enumerate(read_records(f), 1):
             out.append(_bbq_item(rec, f"{f}:{lineno}"))
     return out
 
 
 def load_questions(spec: str) -> list[MCQ]:
-    """Questions from a source spec: ``builtin``, ``bbq:<file-or-folder>``, a ``.csv`` or a ``.jsonl`` path.
+    """Questions from a source spec: ``builtin``, ``bbq:<file-or-folder>``, a ``.csv`` or a records file.
 
-    A ``.jsonl`` file whose first record has ``ans0`` is read as BBQ; a folder as BBQ too.
+    A records file is ``.jsonl``, ``.json``, ``.parquet`` or a saved ``datasets`` folder (``::split``
+    selects a split); one whose first record has ``ans0`` is read as BBQ. A plain folder is BBQ too.
     """
     spec = str(spec).strip()
     if spec == "builtin":
@@ -247,15 +251,15 @@ def load_questions(spec: str) -> list[MCQ]:
     if spec.startswith("bbq:"):
         return load_bbq(spec[4:])
     p = Path(spec)
-    if p.is_dir():
+    if p.is_dir() and not is_hf_dataset_dir(p):
         return load_bbq(p)
     if p.suffix.lower() == ".csv":
         return load_mmlu_csv(p)
-    if p.suffix.lower() == ".jsonl":
-        first = read_jsonl(p)[0]
+    if p.suffix.lower() in RECORD_SUFFIXES or is_hf_dataset_dir(split_spec(p)[0]):
+        first = read_records(p)[0]
         return load_bbq(p) if "ans0" in first else load_mcq_jsonl(p)
-    raise UsageError(f"Unknown question source {spec!r}: use 'builtin', 'bbq:<path>', a .csv (MMLU) "
-                     "or a .jsonl file")
+    raise UsageError(f"Unknown question source {spec!r}: use 'builtin', 'bbq:<path>', a .csv (MMLU), "
+                     "a .jsonl/.json/.parquet file or a saved datasets folder")
 
 
 def sample_questions(questions: Sequence[MCQ], n: int, seed: int = 0) -> list[MCQ]:

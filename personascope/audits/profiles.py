@@ -114,11 +114,16 @@ class Attribute:
 
 @dataclass(frozen=True)
 class Profile:
-    """A synthetic user: an id, a full name and one `Attribute` per template."""
+    """A synthetic user: an id, a full name and one `Attribute` per template.
+
+    ``contexts`` lists the ids of the task contexts this user meets (a CIMemories file gives each
+    user its own); empty means every context of the audit.
+    """
 
     user_id: str
     name: str
     attributes: tuple[Attribute, ...]
+    contexts: tuple[str, ...] = ()
 
     def attribute(self, attr_id: str) -> Attribute:
         """The attribute ``attr_id``; `KeyError` naming the known ids otherwise."""
@@ -133,8 +138,12 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (used for data hashes)."""
-        return {"user_id": self.user_id, "name": self.name,
-                "attributes": [{"id": a.id, "value": a.value, "statement": a.statement} for a in self.attributes]}
+        out: dict[str, Any] = {"user_id": self.user_id, "name": self.name,
+                               "attributes": [{"id": a.id, "value": a.value, "statement": a.statement}
+                                              for a in self.attributes]}
+        if self.contexts:  # only then, so the hashes of generated profiles stay as they were
+            out["contexts"] = list(self.contexts)
+        return out
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class ReleaseComparisonAudit(Audit):
     """
 
     name: ClassVar[str] = "release_comparison"
-    title: ClassVar[str] = "Release comparison: persona shifts from base to candidate"
+    title: ClassVar[str] = "What changed: release candidate vs base (persona shifts)"
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {"traits": ("sycophantic", "evil"), "n_questions": 5, "n_instructions": 2,
                                        "n_prompts": 24, "max_new_tokens": 32, "judge_questions": 6,

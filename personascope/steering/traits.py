@@ -23,7 +23,7 @@ from .vector import PersonaVector
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
-    from ..judges.base import Judge
+    from ..judges.base import Judge, Rubric
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,23 @@ class TraitSpec:
         return stable_hash([self.name, self.description, self.instructions, self.extraction_questions,
                             self.evaluation_questions, self.rubric])[:16]
 
+    def judge_rubric(self) -> Rubric:
+        """The spec's own judge prompt as a 0-100 `Rubric` (`TRAIT` when the spec has none).
+
+        Works for our ``rubric`` and for persona_vectors' ``eval_prompt`` (both use ``{question}``
+        and ``{answer}``); a ``REFUSAL`` answer gives an invalid rating.
+        """
+        from ..judges.rubrics import TRAIT, rubric_from_eval_prompt
+
+        return rubric_from_eval_prompt(self.rubric, f"trait:{self.name}") if self.rubric else TRAIT
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> TraitSpec:
         """Build from our JSON schema; errors name the missing field."""
         for key in ("name", "instructions", "extraction_questions"):
             if key not in data:
                 raise DataError(f"{source or 'trait spec'}: missing field {key!r}")
-        pairs = tuple((str(p["pos"]), str(p["neg"])) for p in data["instructions"])
+        pairs = tuple(_pairs(data["instructions"], "instructions", source or "trait spec"))
         if len(pairs) < 1:
             raise DataError(f"{source}: 'instructions' needs at least one pos/neg pair")
         return cls(
@@ -59,6 +69,57 @@ class TraitSpec:
             evaluation_questions=tuple(data.get("evaluation_questions", ())),
             rubric=str(data.get("rubric", "")), source=source,
         )
+
+    @classmethod
+    def from_persona_vectors(cls, data: dict[str, Any], source: str | Path, *,
+                             eval_questions: list[str] | None = None) -> TraitSpec:
+        """Build from a persona_vectors trait file (``trait_data_extract/<trait>.json``).
+
+        The schema is ``{"instruction": [{"pos", "neg"}, ...], "questions": [...], "eval_prompt"}``.
+        The trait name is the file stem. As in the paper's code, the system prompts are
+        ``"You are a/an {trait} assistant. {pos}"`` and ``"You are a helpful assistant. {neg}"``;
+        ``questions`` are the extraction questions and, unless ``eval_questions`` is given (the
+        sibling ``trait_data_eval`` file, see `load_trait`), the evaluation questions too;
+        ``eval_prompt`` becomes ``rubric`` (see `judge_rubric`).
+
+        Raises:
+            DataError: A missing or malformed field; the message names the field and the file.
+        """
+        where = str(source)
+        name = Path(source).stem
+        for key, kind in (("instruction", list), ("questions", list), ("eval_prompt", str)):
+            if key not in data:
+                raise DataError(f"{where}: missing field {key!r} (persona_vectors trait file: instruction, "
+                                "questions, eval_prompt)")
+            if not isinstance(data[key], kind):
+                raise DataError(f"{where}: field {key!r} must be a {kind.__name__}")
+        if "{answer}" not in data["eval_prompt"]:
+            raise DataError(f"{where}: field 'eval_prompt' has no {{answer}} placeholder")
+        questions = _questions(data["questions"], "questions", where)
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        pairs = tuple((f"You are {article} {name} assistant. {pos}", f"You are a helpful assistant. {neg}")
+                      for pos, neg in _pairs(data["instruction"], "instruction", where))
+        return cls(name=name, description=name, instructions=pairs, extraction_questions=questions,
+                   evaluation_questions=tuple(eval_questions) if eval_questions is not None else questions,
+                   rubric=data["eval_prompt"], source=where)
+
+
+def _pairs(items: Any, key: str, where: str) -> list[tuple[str, str]]:
+    """``(pos, neg)`` pairs from a list of ``{"pos", "neg"}`` objects; errors name field and file."""
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{where}: field {key!r} must be a non-empty list of {{\"pos\", \"neg\"}} objects")
+    out = []
+    for i, p in enumerate(items):
+        if not isinstance(p, dict) or not isinstance(p.get("pos"), str) or not isinstance(p.get("neg"), str):
+            raise DataError(f"{where}: {key}[{i}] needs string fields 'pos' and 'neg'")
+        out.append((p["pos"], p["neg"]))
+    return out
+
+
+def _questions(items: list[Any], key: str, where: str) -> tuple[str, ...]:
+    if not items or not all(isinstance(q, str) and q.strip() for q in items):
+        raise DataError(f"{where}: field {key!r} must be a non-empty list of question strings")
+    return tuple(items)
 
 
 def builtin_traits_dir() -> Path:
@@ -72,8 +133,24 @@ def builtin_traits() -> list[str]:
 
 
 def load_trait(name_or_path: str | Path) -> TraitSpec:
-    """A built-in trait by name, or a trait spec JSON file."""
+    """A built-in trait by name, or a trait file in our schema or persona_vectors' (auto-detected).
+
+    A persona_vectors file has ``instruction`` + ``eval_prompt`` (ours: ``name`` + ``instructions``).
+    For ``.../trait_data_extract/<trait>.json`` with a sibling ``.../trait_data_eval/<trait>.json``,
+    the sibling's questions become the evaluation questions.
+    """
     data, path = load_named_json(name_or_path, builtin_traits_dir(), "trait", builtin_traits())
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: a trait file is a JSON object, got {type(data).__name__}")
+    if "instructions" not in data and ("instruction" in data or "eval_prompt" in data):
+        eval_questions = None
+        sibling = path.parent.parent / "trait_data_eval" / path.name
+        if path.parent.name == "trait_data_extract" and sibling.exists():
+            sib, _ = load_named_json(sibling, builtin_traits_dir(), "trait", builtin_traits())
+            if not isinstance(sib, dict) or "questions" not in sib:
+                raise DataError(f"{sibling}: missing field 'questions'")
+            eval_questions = list(_questions(sib["questions"], "questions", str(sibling)))
+        return TraitSpec.from_persona_vectors(data, path, eval_questions=eval_questions)
     return TraitSpec.from_dict(data, str(path))
 
 

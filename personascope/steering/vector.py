@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
 
 FORMAT = "personascope.PersonaVector"
+# persona_vectors file suffix -> our read position.
+_PV_KINDS = {"response_avg": "response_mean", "prompt_avg": "prompt_mean", "prompt_last": "last"}
 
 
 @dataclass
@@ -176,7 +178,17 @@ class PersonaVector:
 
     @classmethod
     def load(cls, path: str | Path) -> PersonaVector:
-        """Read a vector written by `save`; a missing or damaged file raises `DataError`."""
+        """Read a vector written by `save`, or a ``.pt`` / ``.gguf`` file from another tool.
+
+        ``.pt`` files are persona_vectors' ``[n_layers + 1, d_model]`` tensors (see
+        `from_persona_vectors_pt`: row r becomes our layer r - 1); ``.gguf`` files are llama.cpp /
+        repeng control vectors (see `from_gguf`). A missing or damaged file raises `DataError`.
+        """
+        suffix = Path(path).suffix.lower()
+        if suffix == ".pt":
+            return cls.from_persona_vectors_pt(path)
+        if suffix == ".gguf":
+            return cls.from_gguf(path)
         base = Path(path)
         if base.suffix in (".safetensors", ".json"):
             base = base.with_suffix("")
@@ -190,6 +202,78 @@ class PersonaVector:
         dirs = {int(k.split(".")[1]): v for k, v in tensors.items()}
         model = ModelInfo.model_validate(meta["model"]) if meta.get("model") else None
         return cls(meta["name"], dirs, model, meta.get("method", ""), meta.get("meta", {}))
+
+    # persona_vectors (Chen et al. 2025, github.com/safety-research/persona_vectors) files
+    @classmethod
+    def from_persona_vectors_pt(cls, path: str | Path, name: str | None = None) -> PersonaVector:
+        """Import a persona_vectors ``{trait}_{response_avg,prompt_avg,prompt_last}_diff.pt`` file.
+
+        The file is one float tensor ``[n_layers + 1, d_model]`` indexed like Hugging Face
+        ``hidden_states``: row 0 is the embedding output and row r (r >= 1) the output of block
+        r - 1. Our layer i is the raw output of block i, so **row r becomes our layer r - 1** (their
+        "layer 20" is our layer 19; their steering code adds ``vector[layer]`` at block
+        ``layer - 1`` too). Row 0 has no block and is dropped; its values go to
+        ``meta["embedding_row"]`` so `to_persona_vectors_pt` can write the file back unchanged. The
+        last row is, in Hugging Face, the output of the final norm, not the raw last block: it is
+        kept as our last layer, and ``meta["last_row_normed"]`` says so.
+
+        The file is read with ``torch.load(weights_only=True)``: no code in it can run.
+
+        Args:
+            path: The ``.pt`` file.
+            name: Vector name (default: the trait, i.e. the file stem without the ``_*_diff`` suffix).
+
+        Raises:
+            DataError: Unreadable file, not a tensor, or not a 2-D float tensor with >= 2 rows
+                (the message names the file and the expected shape).
+        """
+        p = Path(path)
+        expected = "one float tensor of shape [n_layers + 1, d_model] (row 0 = embeddings)"
+        try:
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises pickle, OS and runtime errors alike
+            raise DataError(f"Cannot read persona_vectors file {p} (expected {expected}): {exc}") from exc
+        if not isinstance(obj, torch.Tensor):
+            raise DataError(f"{p} holds a {type(obj).__name__}, not a tensor; expected {expected}")
+        if obj.ndim != 2 or obj.shape[0] < 2 or not obj.is_floating_point():
+            raise DataError(f"{p} holds a {obj.dtype} tensor of shape {list(obj.shape)}; expected {expected}")
+        stem, kind = p.stem, ""
+        for suffix, position in _PV_KINDS.items():
+            if stem.endswith(f"_{suffix}_diff"):
+                stem, kind = stem[: -len(f"_{suffix}_diff")], position
+                break
+        x = obj.detach().to(torch.float32)
+        dirs = {r - 1: x[r] for r in range(1, x.shape[0])}
+        meta = {"source": str(p), "format": "persona_vectors.pt", "rows": int(x.shape[0]),
+                "layer_shift": "row r -> layer r-1; row 0 (embeddings) dropped",
+                "embedding_row": x[0].tolist(), "last_row_normed": True, "n_layers": int(x.shape[0]) - 1}
+        if kind:
+            meta["position"] = kind
+        return cls(name or stem, dirs, None, f"persona_vectors:{kind or 'diff'}", meta)
+
+    def to_persona_vectors_pt(self, path: str | Path, *, n_layers: int | None = None) -> Path:
+        """Write a persona_vectors-style ``.pt`` tensor ``[n_layers + 1, d_model]`` (layer i -> row i + 1).
+
+        Row 0 (the embeddings) is ``meta["embedding_row"]`` when the vector was imported with
+        `from_persona_vectors_pt` (so a round trip is exact) and zeros otherwise; layers this vector
+        lacks are zero rows. ``n_layers`` defaults to the source model's depth, the imported
+        file's, or the highest layer + 1.
+        """
+        if n_layers is None:
+            n_layers = (self.model.n_layers if self.model is not None
+                        else int(self.meta.get("n_layers", max(self.layers) + 1)))
+        if max(self.layers) >= n_layers or min(self.layers) < 0:
+            raise UsageError(f"Layers {self.layers} do not fit n_layers={n_layers}")
+        out = torch.zeros(n_layers + 1, self.d_model, dtype=torch.float32)
+        row0 = self.meta.get("embedding_row")
+        if isinstance(row0, list) and len(row0) == self.d_model:
+            out[0] = torch.tensor(row0, dtype=torch.float32)
+        for k, v in self.directions.items():
+            out[k + 1] = v
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(out, str(path))
+        return path
 
     def to_gguf(self, path: str | Path, *, model_hint: str = "llama") -> Path:
         """Export as a llama.cpp control vector (arch ``controlvector``, tensors ``direction.{i}``).
@@ -216,7 +300,15 @@ class PersonaVector:
 
     @classmethod
     def from_gguf(cls, path: str | Path, name: str | None = None) -> PersonaVector:
-        """Import a llama.cpp/repeng control-vector GGUF (``direction.{i}`` -> our layer i)."""
+        """Import a llama.cpp/repeng control-vector GGUF (``direction.{i}`` -> our layer i).
+
+        Both tools index by decoder block: llama.cpp adds ``direction.{i}`` to the output of block
+        i (it refuses ``direction.0``), and repeng writes ``direction.{layer}`` for the block index
+        ``layer`` it read from ``hidden_states[layer + 1]`` and steers at ``model.layers[layer]``
+        (negative ``hidden_layers`` are first turned into ``n_layers + layer``). So no shift is
+        needed: ``direction.{i}`` is our layer i. ``controlvector.model_hint`` goes to
+        ``meta["model_hint"]``.
+        """
         import gguf
 
         try:
@@ -231,10 +323,17 @@ class PersonaVector:
         for t in reader.tensors:
             if not t.name.startswith("direction."):
                 continue
-            dirs[int(t.name.split(".")[1])] = torch.tensor(t.data.copy(), dtype=torch.float32).reshape(-1)
+            idx = t.name.split(".")[1]
+            if not idx.isdigit():
+                raise DataError(f"{path}: tensor {t.name!r} is not named direction.<block index>")
+            dirs[int(idx)] = torch.tensor(t.data.copy(), dtype=torch.float32).reshape(-1)
         if not dirs:
             raise DataError(f"{path} has no direction.N tensors")
-        return cls(name or Path(path).stem, dirs, None, "gguf-import", {"source": str(path)})
+        meta: dict[str, Any] = {"source": str(path)}
+        hint = reader.fields.get("controlvector.model_hint")
+        if hint is not None:
+            meta["model_hint"] = bytes(hint.parts[hint.data[0]]).decode(errors="replace")
+        return cls(name or Path(path).stem, dirs, None, "gguf-import", meta)
 
 
 def vectors_from_dict(name: str, directions: Mapping[int, Any], **kw: Any) -> PersonaVector:
