@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -101,16 +102,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flag-per-set", type=int, default=60, help="samples of each set in the flagging mix")
+    ap.add_argument("--work", default=str(WORK), help="folder for candidates and runs (default: %(default)s)")
     args = ap.parse_args()
+    work = Path(args.work)
     from personascope.reports import evaluate, load_policy
     from personascope.runner import load_config, run_audits
     from personascope.steering.compare import flag_training_data
 
-    WORK.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     base = ps.load_model("smollm2-135m-instruct")
     summary: dict = {"base": base.info.short, "finetune": {}, "compare": {}, "gate": {}}
     for name in ("sycophantic", "neutral"):
-        info = finetune(base, DATA / f"{name}.jsonl", WORK / name, epochs=args.epochs, lr=args.lr,
+        info = finetune(base, DATA / f"{name}.jsonl", work / name, epochs=args.epochs, lr=args.lr,
                         batch=args.batch, seed=args.seed)
         summary["finetune"][name] = {k: info[k] for k in ("steps", "loss_first", "loss_last", "seconds")}
         print(f"fine-tune {name}: {info['steps']} steps, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}, "
@@ -118,8 +121,10 @@ def main() -> None:
     policy = load_policy("release")
     for name in ("sycophantic", "neutral"):
         t0 = time.perf_counter()
-        cfg = load_config(None, model="smollm2-135m-instruct", profile="quick", out=str(WORK / f"compare_{name}"),
-                          policy="release", audits={"release_comparison": {"candidate": str(WORK / name)}})
+        # A fresh run folder: the runner would reuse a finished result with the same parameters.
+        shutil.rmtree(work / f"compare_{name}", ignore_errors=True)
+        cfg = load_config(None, model="smollm2-135m-instruct", profile="quick", out=str(work / f"compare_{name}"),
+                          policy="release", audits={"release_comparison": {"candidate": str(work / name)}})
         run = run_audits(cfg, model=base, progress=False, log=lambda m: None)
         if run.errors:
             raise SystemExit(f"compare {name} failed: {run.errors}")
@@ -131,7 +136,7 @@ def main() -> None:
                                  "failed": [c.rule for c in outcome.checks if c.status == "fail"]}
         print(f"compare {name}: gate {'PASS' if outcome.passed else 'FAIL'}", flush=True)
     # Flag before training: a mix of both sets, labelled by their 'trait' field.
-    mix = WORK / "flag_mix.jsonl"
+    mix = work / "flag_mix.jsonl"
     lines = []
     for name in ("sycophantic", "neutral"):
         lines += (DATA / f"{name}.jsonl").read_text().splitlines()[: args.flag_per_set]
@@ -141,7 +146,7 @@ def main() -> None:
     summary["flag"] = {"auroc": fl["auroc"], "layer": fl["layer"], "dataset_score": fl["dataset_score"],
                        "n": fl["n"], "seconds": round(time.perf_counter() - t0, 1),
                        "top10_sycophantic": sum(r["label"] == "sycophantic" for r in fl["ranked"][:10])}
-    (WORK / "summary.json").write_text(json.dumps(summary, indent=1))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
 
     def cell(name: str, key: str) -> str:
         v = summary["compare"][name].get(key)

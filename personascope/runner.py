@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .audits import REGISTRY, get_audit
 from .audits.base import PROFILES
 from .errors import DataError, UsageError
-from .records import now_iso, stable_hash
+from .records import now_iso, package_versions, stable_hash
 from .results import AuditResult
 
 if TYPE_CHECKING:
@@ -174,8 +174,10 @@ def run_audits(
         if path.exists():
             try:
                 old = AuditResult.load(path)
+                # Same parameters, model and personascope version (a new version may measure differently).
                 if (old.params_hash == audit.params_hash and old.model is not None
-                        and old.model.fingerprint == model.info.fingerprint):
+                        and old.model.fingerprint == model.info.fingerprint
+                        and old.versions.get("personascope") == package_versions()["personascope"]):
                     result = old
                     log(f"[{audit.name}] finished earlier, reusing {path}")
             except DataError:

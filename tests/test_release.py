@@ -215,3 +215,14 @@ def test_compare_cli_needs_a_candidate_and_a_valid_policy(capsys):
         main(["compare", "--base", "x"])
     assert main(["compare", "--base", "x", "--candidate", "y", "--policy", "no-such-policy"]) == 2
     assert "policy" in capsys.readouterr().err
+
+
+def test_choose_layer_skips_tiny_gaps_and_the_last_block():
+    from personascope.steering.compare import choose_layer
+
+    layers = list(range(6))
+    gap = np.array([0.01, 0.2, 4.0, 8.0, 9.0, 20.0])
+    d = np.array([5.0, 3.0, 0.9, 1.2, 0.7, 2.0])  # the tiny-gap layers have the largest effect sizes
+    assert choose_layer(layers, gap, d, 6) == 3  # layer 5 is the last block; 0 and 1 have < 1/4 of the gap
+    assert choose_layer(layers, gap, d, 6, min_gap_share=0.0) == 0
+    assert choose_layer(layers, np.full(6, np.nan), np.full(6, np.nan), 6) == 4  # fallback: two thirds deep

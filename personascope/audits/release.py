@@ -54,8 +54,9 @@ class ReleaseComparisonAudit(Audit):
         n_questions: Extraction questions per trait.
         n_instructions: Extraction instruction pairs per trait.
         n_prompts: Prompts of the shift set (the traits' evaluation questions, interleaved).
-        layer: Layer to report (-1: per trait, where the vector best separates the base model's
-            positive and negative prompts; every layer is in the plot either way).
+        layer: Layer to report (-1: per trait, `steering.compare.choose_layer`: where the vector best
+            separates the base model's positive and negative prompts among the layers with a
+            substantial gap; every layer is in the plot either way).
         max_new_tokens: Length of generated answers (extraction and behavioural deltas).
         judge_questions: Evaluation questions per trait whose answers are judged on both models (0: skip).
         refusal_requests: Built-in mild harmful requests for the refusal delta (0: skip).
@@ -193,7 +194,7 @@ class ReleaseComparisonAudit(Audit):
             with timed(res, "shift"):
                 gap = persona_gap(model, vec, pos, neg, batch_size=self.batch_size, progress=progress)
                 ts = activation_shift(base_acts, cand_acts, vec, gap=gap, n_boot=self.n_boot, seed=self.seed)
-            layer = ts.best_layer() if self.layer < 0 else self.layer % model.n_layers
+            layer = ts.best_layer(model.n_layers) if self.layer < 0 else self.layer % model.n_layers
             chosen[spec.name] = layer
             a = ts.at(layer)
             g = spec.name
@@ -215,19 +216,22 @@ class ReleaseComparisonAudit(Audit):
                        description=f"Base model: mean projection under positive minus negative '{g}' prompts, "
                                    f"layer {layer} (Cohen's d {a['gap_d']:.2f})."),
                 Metric(name="shift_layer", group=g, value=layer,
-                       description="Reported layer (largest persona-gap effect size on the base, unless set)."),
+                       description="Reported layer (largest persona-gap effect size on the base among layers with a "
+                                   "gap of at least a quarter of the largest, unless set)."),
             ]
+            # The fraction is shown only where the gap is substantial: dividing by a near-zero gap
+            # (early layers) gives spikes that say nothing about the candidate.
+            big = np.isfinite(ts.gap) & (ts.gap >= 0.25 * np.nanmax(np.where(np.isfinite(ts.gap), ts.gap, np.nan)))
+
+            def frac_of(v: np.ndarray, big: np.ndarray = big, gap: np.ndarray = ts.gap) -> list[float | None]:
+                return [_f(x / gp) if ok else None for x, gp, ok in zip(v, gap, big, strict=True)]
+
             res.plots.append(Plot(
                 title=f"{g}: finetuning shift per layer (fraction of the persona gap)", kind="line",
                 x_label="layer", y_label="shift / persona gap",
-                series=[Series(label=g, x=ts.layers,
-                               y=[_f(s / gp) if abs(gp) > 1e-9 else None for s, gp in zip(ts.shift, ts.gap,
-                                                                                           strict=True)],
-                               lo=[_f(s / gp) if abs(gp) > 1e-9 else None for s, gp in zip(ts.lo, ts.gap,
-                                                                                            strict=True)],
-                               hi=[_f(s / gp) if abs(gp) > 1e-9 else None for s, gp in zip(ts.hi, ts.gap,
-                                                                                            strict=True)])],
-                note="Positive: the candidate's prompts sit further toward the trait than the base's."))
+                series=[Series(label=g, x=ts.layers, y=frac_of(ts.shift), lo=frac_of(ts.lo), hi=frac_of(ts.hi))],
+                note=f"Positive: the candidate's prompts sit further toward the trait than the base's. Layers whose "
+                     f"persona gap is below a quarter of the largest are left out; reported layer: {layer}."))
             rows.append([g, layer, round(a["shift"], 3), round(a["lo"], 3), round(a["hi"], 3),
                          None if _f(a["frac"]) is None else round(a["frac"], 3), round(a["z"], 1)])
             if _f(a["frac_lo"]) is not None and a["frac_lo"] > SHIFT_FRAC_FAIL:

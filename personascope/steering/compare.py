@@ -83,10 +83,31 @@ class TraitShift:
                 "z": float(self.shift[j]) / sd_random if sd_random > 0 else 0.0,
                 "shift_norm": float(self.shift_norm[j])}
 
-    def best_layer(self) -> int:
-        """The layer where the vector best separates the base model's positive and negative prompts."""
-        d = np.where(np.isfinite(self.gap_d), self.gap_d, -np.inf)
-        return self.layers[int(np.argmax(d))] if np.isfinite(d).any() else self.layers[len(self.layers) * 2 // 3]
+    def best_layer(self, n_layers: int | None = None) -> int:
+        """The reported layer: see `choose_layer`."""
+        return choose_layer(self.layers, self.gap, self.gap_d, n_layers)
+
+
+def choose_layer(layers: Sequence[int], gap: np.ndarray, gap_d: np.ndarray, n_layers: int | None = None,
+                 min_gap_share: float = 0.25) -> int:
+    """The layer where a persona vector best separates the base model's positive and negative prompts.
+
+    Among layers whose persona gap is at least ``min_gap_share`` of the largest gap, the one with the
+    largest effect size (gap / pooled sd). Layers with a tiny gap are left out because a shift
+    divided by a near-zero gap is unstable (on SmolLM2-135M the early layers have gaps of ~0.1
+    against ~10 later, yet the largest effect size); the last block is left out because its output
+    feeds the unembedding directly. Falls back to two thirds of the depth when nothing qualifies.
+    """
+    layers = list(layers)
+    last = (n_layers if n_layers is not None else max(layers) + 1) - 1
+    g = np.asarray(gap, dtype=float)
+    d = np.asarray(gap_d, dtype=float)
+    ok = np.isfinite(g) & np.isfinite(d) & (np.array(layers) != last)
+    if ok.any() and np.nanmax(np.where(ok, g, np.nan)) > 0:
+        ok &= g >= min_gap_share * np.nanmax(np.where(ok, g, np.nan))
+    if not ok.any():
+        return layers[len(layers) * 2 // 3]
+    return layers[int(np.argmax(np.where(ok, d, -np.inf)))]
 
 
 def last_token_acts(model: ModelAdapter, prompts: Sequence[str], *, batch_size: int | None = None,
@@ -240,9 +261,8 @@ def flag_training_data(
         qs = list(spec.evaluation_questions or spec.extraction_questions)[:8]
         pos = [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs]
         neg = [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs]
-        _, gap_d = persona_gap(model, vector, pos, neg, batch_size=batch_size, progress=progress)
-        d = np.where(np.isfinite(gap_d), gap_d, -np.inf)
-        layer = vector.layers[int(np.argmax(d))]
+        gap, gap_d = persona_gap(model, vector, pos, neg, batch_size=batch_size, progress=progress)
+        layer = choose_layer(vector.layers, gap, gap_d, model.n_layers)
     prompts = [model.format_chat(s.messages) for s in samples]
     fr = flag_dataset(model, prompts, [s.response for s in samples], vector, layer, max_new_tokens=max_new_tokens,
                       batch_size=batch_size, progress=progress)
@@ -259,5 +279,5 @@ def flag_training_data(
             "auroc": None if math.isnan(score) else score, "n": len(samples), "ranked": ranked}
 
 
-__all__ = ["SFTSample", "TraitShift", "activation_shift", "auroc", "check_compatible", "flag_training_data",
-           "last_token_acts", "load_sft_samples", "persona_gap"]
+__all__ = ["SFTSample", "TraitShift", "activation_shift", "auroc", "check_compatible", "choose_layer",
+           "flag_training_data", "last_token_acts", "load_sft_samples", "persona_gap"]
