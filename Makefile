@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/personascope audit --config quick --out demo_out
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check personascope tests benchmarks
