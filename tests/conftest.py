@@ -26,6 +26,12 @@ def _embedded_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The SmolLM2 tokenizer (with its chat template), for tiny random-init models built in tests."""
+    return _embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-layer random-init Llama with the SmolLM2 tokenizer (and chat template), saved to disk."""
     import torch

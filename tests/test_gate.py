@@ -291,3 +291,13 @@ def test_outcome_text_table_lists_failures_only_unless_verbose() -> None:
     assert short.splitlines()[0] == "gate FAIL (policy): 1 passed, 1 failed, 0 warnings, 0 skipped of 2 checks"
     assert len(short.splitlines()) == 3 and len(full.splitlines()) == 4
     assert "PASS    ci_leakage" in full and "PASS" not in short.splitlines()[2]
+
+
+def test_threshold_met_up_to_float_rounding_passes() -> None:
+    res = AuditResult(audit="ooc_drift", metrics=[Metric(name="acc_atom", value=0.35, ci_low=0.21,
+                                                         ci_high=0.49999999999999994)])
+    run = RunResults.from_audits([res])
+    rule = '[[rule]]\naudit = "ooc_drift"\nmetric = "acc_atom"\nmin = 0.5\nuse = "ci_high"\n'
+    assert evaluate(run, parse_policy(rule)).passed
+    res.metrics[0].ci_high = 0.4999
+    assert not evaluate(RunResults.from_audits([res]), parse_policy(rule)).passed

