@@ -520,7 +520,11 @@ def _compare(args: argparse.Namespace) -> int:
             params[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             params[key] = value
-    policy = load_policy(args.policy)  # fail early on a bad policy, before any model loads
+    from .models import resolve
+
+    policy = load_policy(args.policy)  # fail early on a bad policy or a missing model, before any model loads
+    resolve(args.base)
+    resolve(args.candidate)
     cfg = load_config(None, model=args.base, backend=args.backend, profile=args.profile, out=args.out,
                       policy=args.policy, name=f"release comparison: {args.base} -> {args.candidate}",
                       audits={"release_comparison": params})
@@ -529,8 +533,10 @@ def _compare(args: argparse.Namespace) -> int:
     run = run_audits(cfg, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
     out = Path(cfg.out)
     if run.errors:
-        print(f"release comparison failed: {run.errors}; see {out / 'report.html'}", file=sys.stderr)
-        return 1
+        msg = run.errors["release_comparison"]
+        print(f"personascope: error: {msg}", file=sys.stderr)
+        # Bad input (e.g. models of different architectures) is a usage error, like everywhere else.
+        return EXIT_USAGE if msg.split(":")[0] in ("UsageError", "DataError", "ModelNotFoundError") else 1
     res = run.audit("release_comparison")
     for m in res.metrics:
         if m.name in ("shift_frac", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta", "flag_auroc"):

@@ -215,3 +215,49 @@ def test_choose_layer_skips_tiny_gaps_and_the_last_block():
     assert choose_layer(layers, gap, d, 6) == 3  # layer 5 is the last block; 0 and 1 have < 1/4 of the gap
     assert choose_layer(layers, gap, d, 6, min_gap_share=0.0) == 0
     assert choose_layer(layers, np.full(6, np.nan), np.full(6, np.nan), 6) == 4  # fallback: two thirds deep
+
+
+def test_compare_cli_end_to_end_and_architecture_mismatch(base, tiny_model_dir, tmp_path, capsys):
+    common = ["--traits", "evil", "--judge", "none", "--quiet", "--param", "n_questions=2", "--param",
+              "n_instructions=1", "--param", "n_prompts=4", "--param", "max_new_tokens=3", "--param",
+              "judge_questions=0", "--param", "refusal_requests=3", "--param", "bias_questions=4"]
+    # The base against itself: runs, writes results, every shift is zero so the gate passes on shift.
+    rc = main(["compare", "--base", str(base["path"]), "--candidate", str(base["path"]), "--out",
+               str(tmp_path / "same"), *common])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "shift_frac[evil]" in out and "gate " in out
+    run = json.loads((tmp_path / "same" / "results.json").read_text())
+    shifts = [m for a in run["audits"] for m in a["metrics"] if m["name"] == "shift"]
+    assert shifts and all(m["value"] == 0 for m in shifts)
+    # A candidate of another architecture (4 layers vs 3): one line, exit code 2.
+    rc = main(["compare", "--base", str(base["path"]), "--candidate", str(tiny_model_dir), "--out",
+               str(tmp_path / "mismatch"), *common])
+    err = capsys.readouterr().err
+    assert rc == 2 and "do not share an architecture" in err and "layers 3 vs 4" in err
+    assert main(["compare", "--base", str(base["path"]), "--candidate", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("fmt", ["pt", "gguf"])
+def test_vector_dir_takes_persona_vectors_and_gguf_files(base, tmp_path, fmt):
+    """A vector exported in another tool's layer convention measures the same planted shift at the same layer."""
+    from personascope.audits.release import ReleaseComparisonAudit
+
+    model, vec = base["model"], _vector(base)
+    vec = vec.at_layers(range(1, model.n_layers))  # llama.cpp control vectors never steer layer 0
+    u = vec.unit()[LAYER]
+    cand = _candidate(base, tmp_path, "c", 3.0 * u)
+    vdir = tmp_path / "v"
+    vdir.mkdir()
+    if fmt == "pt":
+        vec.to_persona_vectors_pt(vdir / "sycophantic_response_avg_diff.pt")
+    else:
+        vec.to_gguf(vdir / "sycophantic.gguf")
+    audit = ReleaseComparisonAudit.from_params({
+        "candidate": str(cand), "traits": ("sycophantic",), "vector_dir": str(vdir), "layer": LAYER, "n_prompts": 4,
+        "judge_questions": 0, "refusal_requests": 0, "bias_questions": 0, "n_boot": 50})
+    from personascope.judges.rules import RefusalJudge
+
+    res = audit.run(model, judge=RefusalJudge(), progress=False)
+    assert res.metric("shift", "sycophantic").value == pytest.approx(3.0, abs=1e-3)
+    assert any(f".{fmt}" in n for n in res.notes)

@@ -49,8 +49,9 @@ class ReleaseComparisonAudit(Audit):
     Attributes:
         candidate: The release candidate: alias, Hugging Face id, local folder or .gguf file. Required.
         traits: Built-in trait names or trait files; a persona vector is extracted on the base for each.
-        vector_dir: Folder of vectors written by ``personascope vector extract`` (``<trait>.safetensors``)
-            to use instead of extracting ("" = extract).
+        vector_dir: Folder of vectors to use instead of extracting ("" = extract): ``<trait>.safetensors``
+            (``personascope vector extract``), ``<trait>_response_avg_diff.pt`` (persona_vectors) or
+            ``<trait>.gguf`` (llama.cpp/repeng control vector).
         n_questions: Extraction questions per trait.
         n_instructions: Extraction instruction pairs per trait.
         n_prompts: Prompts of the shift set (the traits' evaluation questions, interleaved).
@@ -128,10 +129,13 @@ class ReleaseComparisonAudit(Audit):
         out = {}
         for spec in specs:
             if self.vector_dir:
-                path = Path(self.vector_dir) / f"{spec.name}.safetensors"
-                if not path.exists():
-                    raise DataError(f"{path}: no vector for trait {spec.name!r}; write it with "
-                                    f"'personascope vector extract --trait {spec.name} --out {self.vector_dir}'")
+                # Our own files first, then persona_vectors' and llama.cpp/repeng's names (docs/formats.md).
+                names = [f"{spec.name}.safetensors", f"{spec.name}_response_avg_diff.pt", f"{spec.name}.gguf"]
+                path = next((Path(self.vector_dir) / n for n in names if (Path(self.vector_dir) / n).exists()), None)
+                if path is None:
+                    raise DataError(f"{self.vector_dir}: no vector for trait {spec.name!r} (looked for "
+                                    f"{', '.join(names)}); write one with 'personascope vector extract --trait "
+                                    f"{spec.name} --out {self.vector_dir}'")
                 vec = PersonaVector.load(path)
                 vec.check_model(model)
                 out[spec.name] = vec
