@@ -111,6 +111,15 @@ class Table(BaseModel):
     note: str = ""
 
 
+def check_result_schema(data: Any, source: str) -> None:
+    """Raise `DataError` when ``data`` (an audit result dict) has a newer schema than this package reads."""
+    schema = data.get("schema", RESULT_SCHEMA) if isinstance(data, dict) else RESULT_SCHEMA
+    if isinstance(schema, int) and schema > RESULT_SCHEMA:
+        what = f"audit {data.get('audit')!r} in {source}" if "audit" in data else source
+        raise DataError(f"{what} has result schema {schema}; this personascope reads up to {RESULT_SCHEMA}: "
+                        "upgrade personascope")
+
+
 class AuditResult(BaseModel):
     """Everything one audit produced, versioned (``schema``) and self-describing."""
 
@@ -179,10 +188,7 @@ class AuditResult(BaseModel):
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "audit result") -> AuditResult:
         """Validate a dict; a newer schema than this package reads is a clear error."""
-        schema = data.get("schema", RESULT_SCHEMA)
-        if schema > RESULT_SCHEMA:
-            raise DataError(f"{source} has result schema {schema}; this personascope reads up to "
-                            f"{RESULT_SCHEMA}: upgrade personascope")
+        check_result_schema(data, source)
         try:
             return cls.model_validate(data)
         except Exception as exc:  # pydantic.ValidationError lists every bad field

@@ -8,7 +8,7 @@ same plot always gives the same bytes. Hover text uses SVG ``<title>`` elements 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 from ..results import Plot, Series
@@ -178,6 +178,18 @@ def _y_extent(series: Sequence[Series], include_zero: bool) -> tuple[float, floa
     return min(finite), max(finite)
 
 
+def _y_grid(y_ticks: Sequence[float], y_step: float, left: float, pw: float,
+            py: Callable[[float], float]) -> list[str]:
+    """Horizontal grid lines with their y tick labels (``py`` maps a value to its pixel row)."""
+    parts = []
+    for t in y_ticks:
+        parts.append(f'<line x1="{_f(left)}" x2="{_f(left + pw)}" y1="{_f(py(t))}" y2="{_f(py(t))}" '
+                     f'stroke="#e6e9ef"/>')
+        parts.append(f'<text x="{_f(left - 6)}" y="{_f(py(t) + 4)}" text-anchor="end" fill="#444">'
+                     f"{tick_label(t, y_step)}</text>")
+    return parts
+
+
 def _x_tick_labels(cats: Sequence[str], positions: Sequence[float], y: float) -> list[str]:
     """Category tick labels, thinned to at most ~16 and rotated when long."""
     step = max(1, math.ceil(len(cats) / 16))
@@ -251,11 +263,7 @@ def line_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
         return top + (1 - (v - y0) / (y1 - y0)) * ph
 
     parts = [_svg_open(width, height, plot.title), _title(plot.title, left)]
-    for t in y_ticks:
-        parts.append(f'<line x1="{_f(left)}" x2="{_f(left + pw)}" y1="{_f(py(t))}" y2="{_f(py(t))}" '
-                     f'stroke="#e6e9ef"/>')
-        parts.append(f'<text x="{_f(left - 6)}" y="{_f(py(t) + 4)}" text-anchor="end" fill="#444">'
-                     f"{tick_label(t, y_step)}</text>")
+    parts += _y_grid(y_ticks, y_step, left, pw, py)
     if cats is None:
         for t in x_ticks:
             parts.append(f'<line x1="{_f(px(t))}" x2="{_f(px(t))}" y1="{_f(top + ph)}" y2="{_f(top + ph + 4)}" '
@@ -338,11 +346,7 @@ def bar_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
     slot = pw / max(1, len(cats))
     bar_w = slot * 0.8 / len(plot.series)
     parts = [_svg_open(width, height, plot.title), _title(plot.title, left)]
-    for t in y_ticks:
-        parts.append(f'<line x1="{_f(left)}" x2="{_f(left + pw)}" y1="{_f(py(t))}" y2="{_f(py(t))}" '
-                     f'stroke="#e6e9ef"/>')
-        parts.append(f'<text x="{_f(left - 6)}" y="{_f(py(t) + 4)}" text-anchor="end" fill="#444">'
-                     f"{tick_label(t, y_step)}</text>")
+    parts += _y_grid(y_ticks, y_step, left, pw, py)
     parts += _x_tick_labels(cats, [left + slot * (k + 0.5) for k in range(len(cats))], top + ph + 16)
     zero = py(min(max(0.0, y0), y1))
     for i, s in enumerate(plot.series):

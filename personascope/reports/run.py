@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import DataError
 from ..records import ModelInfo, package_versions, stable_hash, write_text_atomic
-from ..results import RESULT_SCHEMA, AuditResult
+from ..results import AuditResult, check_result_schema
 
 RUN_SCHEMA = 1
 RESULTS_FILE = "results.json"
@@ -129,10 +129,8 @@ class RunResults(BaseModel):
         audits = data.get("audits", [])
         if not isinstance(audits, list):
             raise DataError(f"{source}: 'audits' must be a list of audit results")
-        for i, a in enumerate(audits):  # per-audit schema check, with a clear message
-            if isinstance(a, dict) and isinstance(a.get("schema"), int) and a["schema"] > RESULT_SCHEMA:
-                raise DataError(f"{source}: audit {a.get('audit', i)!r} has result schema {a['schema']}; this "
-                                f"personascope reads up to {RESULT_SCHEMA}: upgrade personascope")
+        for a in audits:  # per-audit schema check, with a clear message
+            check_result_schema(a, source)
         try:
             return cls.model_validate(data)
         except Exception as exc:  # pydantic.ValidationError lists every bad field
