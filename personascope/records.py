@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -46,6 +47,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def finite(x: Any, ndigits: int | None = None) -> float | None:
+    """``float(x)``, or None for None/NaN/inf (JSON has no NaN); rounded to ``ndigits`` if given."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(v):
+        return None
+    return round(v, ndigits) if ndigits is not None else v
+
+
 class ModelInfo(BaseModel):
     """Identity of a loaded model; goes into every saved artifact."""
 
@@ -82,3 +96,20 @@ class Provenance(BaseModel):
     created: str = Field(default_factory=now_iso)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JudgeIdentity(BaseModel):
+    """Which judge produced a rating (kind, name, model fingerprint, prompt hash, version)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str  # "rules:refusal", "logprob", "http", "tfidf", ...
+    name: str = ""
+    model_fingerprint: str | None = None
+    prompt_hash: str | None = None
+    version: str = "1"
+
+    @property
+    def key(self) -> str:
+        """Stable key of this identity (used in cache keys)."""
+        return stable_hash(self.model_dump(mode="json"))[:16]

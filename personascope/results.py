@@ -8,13 +8,14 @@ how it was made (parameters, model, judge, seed, data hashes, versions, timings)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import DataError
-from .records import ModelInfo, now_iso, package_versions, write_text_atomic
+from .records import JudgeIdentity, ModelInfo, finite, now_iso, package_versions, write_text_atomic
 
 RESULT_SCHEMA = 1
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -44,6 +45,29 @@ class Metric(BaseModel):
     def key(self) -> str:
         """``name`` or ``name[group]``."""
         return f"{self.name}[{self.group}]" if self.group else self.name
+
+    @classmethod
+    def of(cls, name: str, value: Any, ci: Sequence[Any] | None = None, *, ndigits: int | None = None,
+           **kw: Any) -> Metric:
+        """A metric from a value (NaN/inf become None) and an optional ``(low, high)`` interval."""
+        lo, hi = (ci[0], ci[1]) if ci is not None else (None, None)
+        return cls(name=name, value=finite(value, ndigits), ci_low=finite(lo, ndigits),
+                   ci_high=finite(hi, ndigits), **kw)
+
+    @classmethod
+    def from_ci(cls, name: str, ci: Sequence[Any], *, ndigits: int | None = None, **kw: Any) -> Metric:
+        """A metric from a ``(point, low, high)`` triple, as every function of `personascope.stats` returns."""
+        return cls.of(name, ci[0], (ci[1], ci[2]), ndigits=ndigits, **kw)
+
+    @classmethod
+    def rate(cls, name: str, k: int, n: int, **kw: Any) -> Metric:
+        """The proportion ``k/n`` with its Wilson interval (value None when ``n == 0``)."""
+        from .stats import wilson
+
+        if n <= 0:
+            return cls(name=name, value=None, n=n, **kw)
+        lo, hi = wilson(k, n)
+        return cls(name=name, value=k / n, ci_low=lo, ci_high=hi, n=n, **kw)
 
 
 class Finding(BaseModel):
@@ -111,6 +135,40 @@ class Table(BaseModel):
     note: str = ""
 
 
+class JudgeRecord(BaseModel):
+    """Which judge an audit used, what for, and how it was set up (one shape for every audit).
+
+    Attributes:
+        identity: The run's judge (None: no model judge; the audit used rule scorers only).
+        uses: What the audit used the judge for (e.g. ``"trait ratings"``, ``"atom ratings"``).
+        rules: Rule judges the audit scored with on top (choice extraction, value matching, ...).
+        details: Audit-specific set-up: rubric hashes, calibration, the layer of a monitor, ...
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    identity: JudgeIdentity | None = None
+    uses: list[str] = Field(default_factory=list)
+    rules: list[JudgeIdentity] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """Read the dict shapes that results of personascope 0.1 wrote before this record existed."""
+        if not isinstance(data, dict) or set(data) <= {"identity", "uses", "rules", "details"}:
+            return data
+        if "kind" in data:  # a bare JudgeIdentity
+            return {"identity": data}
+        rest = {k: v for k, v in data.items() if k != "identity"}
+        return {"identity": data.get("identity"), "details": rest}
+
+    @property
+    def kind(self) -> str:
+        """The judge's kind, ``"none"`` without a model judge."""
+        return self.identity.kind if self.identity is not None else "none"
+
+
 def check_result_schema(data: Any, source: str) -> None:
     """Raise `DataError` when ``data`` (an audit result dict) has a newer schema than this package reads."""
     schema = data.get("schema", RESULT_SCHEMA) if isinstance(data, dict) else RESULT_SCHEMA
@@ -132,7 +190,7 @@ class AuditResult(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     params_hash: str = ""
     model: ModelInfo | None = None
-    judge: dict[str, Any] | None = None
+    judge: JudgeRecord | None = None
     judge_agreement: dict[str, Any] | None = None
     metrics: list[Metric] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)

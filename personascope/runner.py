@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .audits import REGISTRY, get_audit
 from .audits.base import PROFILES
 from .errors import DataError, UsageError
+from .judges.factory import JudgeSpec, make_judge
 from .records import now_iso, package_versions, stable_hash
 from .results import AuditResult
 
@@ -34,15 +35,8 @@ QUICK_AUDITS = ("persona_localization", "persona_vectors", "user_persona_refusal
                 "ci_leakage", "memory_injection")
 
 
-class JudgeConfig(BaseModel):
-    """Which judge rates free text: ``contrast`` (default; the subject model's likelihoods), ``logprob``, ``http``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["contrast", "logprob", "http", "none"] = "contrast"
-    model: str | None = Field(None, description="Judge model (local alias/path; HTTP model name). Default: subject.")
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+#: The run's judge as written under ``[judge]`` in ``audit.toml`` (see `personascope.judges.factory`).
+JudgeConfig = JudgeSpec
 
 
 class RunConfig(BaseModel):
@@ -119,28 +113,20 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     return cfg
 
 
-def build_judge(cfg: JudgeConfig, model: ModelAdapter) -> Judge | None:
-    """The configured judge (``None`` for ``kind = "none"``: audits use their rule scorers)."""
-    if cfg.kind == "none":
-        return None
-    if cfg.kind == "http":
-        from .judges.http import HTTPJudge
+def reuse_key(audit: Any, model: ModelAdapter, judge: Judge | None) -> dict[str, Any]:
+    """What must match for a finished result to be reused: parameters, model, judge and personascope version."""
+    return {"params_hash": audit.params_hash, "model": model.info.fingerprint,
+            "judge": audit.judge_record(judge).model_dump(mode="json"),
+            "personascope": package_versions()["personascope"]}
 
-        if not cfg.base_url or not cfg.model:
-            raise UsageError("judge.kind = 'http' needs judge.base_url and judge.model")
-        return HTTPJudge(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env)
-    judge_model = model
-    if cfg.model:
-        from .models import load_model
 
-        judge_model = load_model(cfg.model)
-    if cfg.kind == "logprob":
-        from .judges.logprob import LogProbJudge
+def _result_key(old: AuditResult, audit: Any) -> dict[str, Any]:
+    from .results import JudgeRecord
 
-        return LogProbJudge(judge_model)
-    from .judges.contrast import ContrastJudge
-
-    return ContrastJudge(judge_model)
+    return {"params_hash": old.params_hash, "model": old.model.fingerprint if old.model else None,
+            "judge": (old.judge or JudgeRecord()).model_copy(update={"details": {}, "rules": []}).model_dump(
+                mode="json"),
+            "personascope": old.versions.get("personascope")}
 
 
 def run_audits(
@@ -162,7 +148,7 @@ def run_audits(
     if model is None:
         log(f"loading {cfg.model} ({cfg.backend}) ...")
         model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
-    judge = build_judge(cfg.judge, model)
+    judge = make_judge(cfg.judge, model)
     config = cfg.model_dump(mode="json")
     run = RunResults(name=cfg.name, model=model.info, profile=cfg.profile, seed=cfg.seed, config=config,
                      config_hash=stable_hash(config)[:16], started=started)
@@ -174,17 +160,18 @@ def run_audits(
         if path.exists():
             try:
                 old = AuditResult.load(path)
-                # Same parameters, model and personascope version (a new version may measure differently).
-                if (old.params_hash == audit.params_hash and old.model is not None
-                        and old.model.fingerprint == model.info.fingerprint
-                        and old.versions.get("personascope") == package_versions()["personascope"]):
+                # Same parameters, model, judge and personascope version (a new version may measure differently).
+                if _result_key(old, audit) == reuse_key(audit, model, judge):
                     result = old
                     log(f"[{audit.name}] finished earlier, reusing {path}")
             except DataError:
                 pass
+        if result is None and judge is None and audit.judge_required:
+            run.errors[audit.name] = (f"skipped: needs a model judge ({audit.judge_use}); the run has --judge none")
+            log(f"[{audit.name}] skipped: needs a model judge")
+            continue
         if result is None:
             log(f"[{audit.name}] running ({cfg.profile} profile) ...")
-            t = time.perf_counter()
             try:
                 result = audit.run(model, judge=judge, progress=progress)
             except KeyboardInterrupt:
@@ -194,8 +181,6 @@ def run_audits(
                 run.errors[audit.name] = f"{type(exc).__name__}: {exc} (traceback: {err_path})"
                 log(f"[{audit.name}] FAILED: {exc}")
                 continue
-            result.finished = now_iso()
-            result.timings["total"] = round(time.perf_counter() - t, 2)
             result.save(path)
             err_path.unlink(missing_ok=True)
             log(f"[{audit.name}] done in {result.timings['total']:.0f} s, risk: {result.risk}")

@@ -1,17 +1,58 @@
-"""Small, exact statistics shared by the audits (numpy + scipy; no torch).
+"""The statistics every audit shares: intervals, tests, AUROC and seeded randomness (numpy + scipy; no torch).
 
-Every effect in a report carries an interval: Wilson for rates, bootstrap for means, Fisher z
-for correlations, exact McNemar for paired accuracy differences, Holm for many comparisons.
+Every effect in a report carries an interval: Wilson for rates, a percentile bootstrap for means and
+differences (vectorised), Fisher z for correlations, exact McNemar for paired accuracy differences,
+Holm for many comparisons. Random choices draw from generators derived from the audit's seed and a
+*named key* (`rng`), so adding a new random step never shifts the numbers of an existing one and the
+user's global RNGs are never touched.
+
+Intervals are ``(point, low, high)`` triples; NaN where undefined (`finite` turns NaN into None for
+JSON).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
+from .records import finite
 
+CI = tuple[float, float, float]
+NAN3: CI = (math.nan, math.nan, math.nan)
+
+
+# ====================================================================== seeding
+def derive_seed(seed: int, *keys: Any) -> int:
+    """A 63-bit seed derived from ``seed`` and named ``keys`` (same inputs, same seed, on every platform).
+
+    Python's ``hash()`` of a string changes between processes; this uses SHA-256 of the JSON of
+    ``[seed, *keys]``, so ``derive_seed(0, "conv", 3)`` is the same everywhere.
+    """
+    blob = json.dumps([int(seed), *keys], sort_keys=True, default=str, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def rng(seed: int, *keys: Any) -> np.random.Generator:
+    """A numpy generator seeded from ``seed`` and named ``keys`` (no key: ``default_rng(seed)``)."""
+    return np.random.default_rng(derive_seed(seed, *keys) if keys else seed)
+
+
+# ====================================================================== small helpers
+def _clean(values: Sequence[float | None] | np.ndarray) -> np.ndarray:
+    x = np.asarray([math.nan if v is None else v for v in np.asarray(values, dtype=object).ravel()], dtype=float)
+    return x[~np.isnan(x)]
+
+
+def _quantiles(boots: np.ndarray, alpha: float, axis: int = 0) -> tuple[Any, Any]:
+    return np.quantile(boots, alpha / 2, axis=axis), np.quantile(boots, 1 - alpha / 2, axis=axis)
+
+
+# ====================================================================== rates and correlations
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of the proportion ``k/n`` (``(0, 1)`` when ``n == 0``)."""
     if n <= 0:
@@ -23,18 +64,12 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def bootstrap_mean_ci(
-    values: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap interval of ``values`` (NaNs dropped); NaNs if empty."""
-    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    if x.size == 1:
-        return float(x[0]), float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+def rate_ci(k: int, n: int) -> CI:
+    """``(k/n, wilson low, wilson high)``; NaNs when ``n == 0``."""
+    if n <= 0:
+        return NAN3
+    lo, hi = wilson(k, n)
+    return k / n, lo, hi
 
 
 def pearson_ci(x: Sequence[float], y: Sequence[float], z: float = 1.96) -> tuple[float, float, float, int]:
@@ -83,3 +118,112 @@ def linear_slope(y: Sequence[float]) -> float:
         return math.nan
     x = np.arange(v.size, dtype=float)[ok]
     return float(np.polyfit(x, v[ok], 1)[0])
+
+
+# ====================================================================== bootstrap
+def bootstrap_mean_ci(
+    values: Sequence[float | None] | np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> CI:
+    """Mean and percentile-bootstrap interval of ``values`` (None/NaN dropped); NaNs if empty."""
+    x = _clean(values)
+    if x.size == 0:
+        return NAN3
+    if x.size == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    means = x[rng(seed).integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    lo, hi = _quantiles(means, alpha)
+    return float(x.mean()), float(lo), float(hi)
+
+
+def bootstrap_columns(
+    x: np.ndarray, *, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column means of ``x [n, ...]`` and percentile intervals, resampling rows (paired across columns).
+
+    The same resampled rows serve every column, so the band around a curve (one column per layer,
+    say) is a joint band over the items.
+    """
+    a = np.asarray(x, dtype=float)
+    idx = rng(seed).integers(0, a.shape[0], size=(n_boot, a.shape[0]))
+    means = a[idx].mean(axis=1)  # [n_boot, ...]
+    lo, hi = _quantiles(means, alpha)
+    return a.mean(axis=0), lo, hi
+
+
+def bootstrap_diff(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, paired: bool, n_boot: int = 2000,
+    alpha: float = 0.05, seed: int = 0,
+) -> CI:
+    """Mean of ``a`` minus mean of ``b`` with a bootstrap interval (paired: ``a - b`` per item)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if paired:
+        return bootstrap_mean_ci(x - y, n_boot=n_boot, alpha=alpha, seed=seed)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if x.size == 0 or y.size == 0:
+        return NAN3
+    g = rng(seed)
+    boots = (x[g.integers(0, x.size, (n_boot, x.size))].mean(1) - y[g.integers(0, y.size, (n_boot, y.size))].mean(1))
+    lo, hi = _quantiles(boots, alpha)
+    return float(x.mean() - y.mean()), float(lo), float(hi)
+
+
+def bootstrap_stat(
+    fn: Callable[[np.ndarray], float], n_units: int, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> CI:
+    """``fn(all unit indices)`` and a percentile interval of ``fn(resampled unit indices)``; NaN draws skipped.
+
+    For statistics that are not a mean of per-unit values (a variance across personas, a
+    consistency over prompts): ``fn`` gets an index array and computes the statistic on those units.
+    """
+    full = float(fn(np.arange(n_units)))
+    if n_units < 2:
+        return full, full, full
+    g = rng(seed)
+    vals = np.array([fn(g.integers(0, n_units, n_units)) for _ in range(n_boot)], dtype=float)
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return full, math.nan, math.nan
+    lo, hi = _quantiles(vals, alpha)
+    return full, float(lo), float(hi)
+
+
+# ====================================================================== AUROC
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class."""
+    from sklearn.metrics import roc_auc_score
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    ok = ~np.isnan(s)
+    s, y = s[ok], y[ok]
+    if y.all() or not y.any():
+        return math.nan
+    return float(roc_auc_score(y, s))
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """AUROC of ``pos`` scored above ``neg`` (Mann-Whitney; ties count half); NaN when either is empty."""
+    p, n = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if p.size == 0 or n.size == 0:
+        return math.nan
+    return auroc(np.concatenate([p, n]), np.r_[np.ones(p.size, bool), np.zeros(n.size, bool)])
+
+
+def auc_ci(pos: Sequence[float], neg: Sequence[float], *, seed: int = 0, n_boot: int = 1000,
+           alpha: float = 0.05) -> CI:
+    """AUROC with a stratified percentile-bootstrap interval (positives and negatives resampled apart)."""
+    p, n = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    point = auc(p, n)
+    if math.isnan(point):
+        return NAN3
+    g = rng(seed)
+    boots = np.array([auc(p[g.integers(0, p.size, p.size)], n[g.integers(0, n.size, n.size)])
+                      for _ in range(n_boot)])
+    boots = boots[~np.isnan(boots)]
+    lo, hi = _quantiles(boots, alpha)
+    return point, float(lo), float(hi)
+
+
+__all__ = ["CI", "NAN3", "auc", "auc_ci", "auroc", "bootstrap_columns", "bootstrap_diff", "bootstrap_mean_ci",
+           "bootstrap_stat", "derive_seed", "finite", "holm", "linear_slope", "mcnemar_exact", "pearson_ci",
+           "rate_ci", "rng", "wilson"]

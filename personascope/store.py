@@ -300,17 +300,6 @@ def activations(
     return collect(model, prompts, model.sites(layers), [pos], **kwargs)[pos]
 
 
-def _steer_signature(model: ModelAdapter, extra: Any) -> list[Any]:
-    from .backends.base import Steer
-
-    steers = list(model._steers)
-    if extra is not None:
-        steers += [extra] if isinstance(extra, Steer) else list(extra)
-    return [{"site": str(s.site), "coeff": float(s.coeff), "positions": s.positions,
-             "vector": hashlib.sha256(s.vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:24]}
-            for s in steers]
-
-
 def generate(
     model: ModelAdapter,
     prompts: Sequence[str],
@@ -327,44 +316,16 @@ def generate(
 ) -> list[str]:
     """`ModelAdapter.generate` with a content-addressed cache, so an interrupted audit resumes.
 
-    The key covers the model fingerprint, dtype, backend, prompts, decoding parameters and every
-    active steering vector (by content hash), so a steered generation never reuses plain text.
-    Chunks of ``chunk_size`` prompts are written as soon as they finish.
+    The same as `personascope.cache.CachingAdapter.generate` (see there); ``cache=False`` calls
+    the model directly, a path keeps the entries in that folder.
     """
-    prompts = list(prompts)
-    if not prompts:
-        return []
-    root: Path | None = None
-    if cache:
-        root = cache_dir() / "generations" if cache is True else Path(cache)
-        root.mkdir(parents=True, exist_ok=True)
-    sig = _steer_signature(model, steer)
-    out: list[str] = []
-    for start in range(0, len(prompts), chunk_size):
-        chunk = prompts[start : start + chunk_size]
-        key = stable_hash({
-            "v": CACHE_VERSION, "model": model.info.fingerprint, "dtype": model.info.dtype,
-            "backend": model.info.backend, "prompts": chunk, "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample, "temperature": temperature if do_sample else None,
-            "seed": (seed + start) if (do_sample and seed is not None) else None, "steer": sig,
-        })[:40]
-        path = root / f"{key}.json" if root else None
-        texts: list[str] | None = None
-        if path is not None and path.exists():
-            try:
-                got = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(got, list) and len(got) == len(chunk):
-                    texts = [str(t) for t in got]
-            except ValueError:
-                warnings.warn(f"Corrupt generation cache entry {path.name}, regenerating", stacklevel=2)
-        if texts is None:
-            texts = model.generate(chunk, max_new_tokens, steer=steer, do_sample=do_sample,
-                                   temperature=temperature,
-                                   seed=(seed + start) if seed is not None else None,
-                                   batch_size=batch_size, progress=progress)
-            if path is not None:
-                tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-                tmp.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
-                os.replace(tmp, path)
-        out.extend(texts)
-    return out
+    from .cache import CachingAdapter
+
+    if not cache:
+        inner = model.inner if isinstance(model, CachingAdapter) else model
+        return inner.generate(prompts, max_new_tokens, steer=steer, do_sample=do_sample, temperature=temperature,
+                              seed=seed, batch_size=batch_size, progress=progress)
+    adapter = CachingAdapter.wrap(model) if cache is True else CachingAdapter(
+        model.inner if isinstance(model, CachingAdapter) else model, generations=Path(cache))
+    return adapter.generate(prompts, max_new_tokens, steer=steer, do_sample=do_sample, temperature=temperature,
+                            seed=seed, batch_size=batch_size, progress=progress, chunk_size=chunk_size)

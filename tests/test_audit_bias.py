@@ -30,7 +30,6 @@ from personascope.audits.mcq import (
     load_mcq_jsonl,
     load_mmlu_csv,
     load_questions,
-    option_logprobs,
     sample_questions,
 )
 from personascope.errors import DataError, UsageError
@@ -270,7 +269,7 @@ def test_option_logprobs_equals_pairwise_logprobs(adapter: str, request: pytest.
     prompts = [model.format_chat(user=f"Question {k}: name a colour{'!' * k}", system=systems[k % 3]) + "Answer:"
                for k in range(7)]
     options = [[" red", " a very dark shade of blue", " green"], [" no"], [" yes", " maybe so"]] * 2 + [[" x"]]
-    fast = option_logprobs(model, prompts, options, batch_size=3)
+    fast = model.option_logprobs(prompts, options, batch_size=3)
     pairs = [(p, c) for p, o in zip(prompts, options, strict=True) for c in o]
     flat = model.logprobs([p for p, _ in pairs], [c for _, c in pairs])
     assert np.allclose(np.concatenate(fast), flat, atol=2e-4)

@@ -16,9 +16,7 @@ from personascope.audits.drift import (
     acc_findings,
     atom_stats,
     auc,
-    calibrate_contrast,
     collapse_findings,
-    contrast_rating,
     default_layer,
     drift_curve_stats,
     emd_1d,
@@ -30,6 +28,7 @@ from personascope.audits.drift import (
     split_atoms,
 )
 from personascope.errors import UsageError
+from personascope.judges.contrast import ContrastJudge
 from personascope.results import AuditResult
 
 # A run small enough for the tiny random model (seconds).
@@ -130,11 +129,12 @@ def test_planted_collapse_is_flagged_exactly():
 
 def test_contrast_calibration_and_auc():
     hi, lo = [0.3, 0.4, 0.5], [-0.5, -0.3, -0.1]
-    c, s = calibrate_contrast(hi, lo)
-    assert contrast_rating(0.4, c, s) == pytest.approx(4.5)
-    assert contrast_rating(-0.3, c, s) == pytest.approx(1.5)
-    assert contrast_rating(c, c, s) == pytest.approx(3.0)
-    assert calibrate_contrast(lo, hi) is None and calibrate_contrast([], lo) is None
+    judge = ContrastJudge(None)  # type: ignore[arg-type]  # calibration needs no model
+    cal = judge.calibrated(hi, lo)
+    assert cal.value_of(0.4, "1-5") == pytest.approx(4.5)
+    assert cal.value_of(-0.3, "1-5") == pytest.approx(1.5)
+    assert cal.value_of(cal.center, "1-5") == pytest.approx(3.0)
+    assert judge.calibrated(lo, hi) is None and judge.calibrated([], lo) is None
     assert auc(hi, lo) == 1.0 and auc(lo, hi) == 0.0 and auc([1, 1], [1, 1]) == 0.5
 
 
@@ -193,8 +193,8 @@ def tiny_result(tiny_nn):
 
 def test_contract_on_tiny_model(tiny_result):
     r = tiny_result
-    assert r.audit == "ooc_drift" and r.finished and r.judge["default"] is True
-    assert r.judge["identity"]["kind"] == "logprob:contrast" and "extraversion" in r.judge["calibration"]
+    assert r.audit == "ooc_drift" and r.finished and r.judge.uses == [OOCDriftAudit.judge_use]
+    assert r.judge.kind == "logprob:contrast" and "extraversion" in r.judge.details["calibration"]
     keys = set(r.metrics_by_key())
     for k in ("acc_atom", "ic_atom", "rc_atom", "invalid_ratings", "acc_atom[extraversion-high/post]",
               "acc_baseline[extraversion-low/post]", "judge_anchor_auc[extraversion]", "vector_gap[extraversion-high]",
@@ -251,8 +251,8 @@ def test_given_judge_is_used_and_recorded(tiny_nn):
 
     r = OOCDriftAudit.from_params({**TINY, "conversation_runs": 0}).run(tiny_nn, judge=LengthJudge(),
                                                                          progress=False)
-    assert r.judge["identity"]["kind"] == "test:length" and r.judge["default"] is False
-    assert r.judge["calibration"] == {}  # only contrast judges are calibrated
+    assert r.judge.kind == "test:length"
+    assert r.judge.details["calibration"] == {}  # only contrast judges are calibrated
     # Anchors of both levels are about as long, so this judge cannot tell them apart.
     assert r.metric("judge_anchor_auc", "extraversion").value < 0.8
     assert "drift[pressure]" not in r.metrics_by_key() and "generate_conversations" not in r.timings

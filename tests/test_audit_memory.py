@@ -311,3 +311,21 @@ def test_record_injection_on_embedded_model(smol_nn) -> None:
     assert und >= 0.15 and und > m["asr_t[clean]"].value
     assert dfd < und
     assert m["validator_fpr"].value < 0.2
+
+
+def test_rerun_after_a_crash_does_no_finished_model_work(tiny_nn, tmp_path, monkeypatch) -> None:
+    # Every model call of the audit goes through the caching adapter: a rerun with the same cache must
+    # not need the model at all (a crash or Ctrl-C mid-run loses at most the chunk in flight).
+    monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
+    audit = MemoryInjectionAudit(n_tasks=2, queries_per_task=1, poison_copies=(1,), rounds=1, max_new_tokens=3,
+                                 seed=11)
+    first = audit.run(tiny_nn, progress=False)
+
+    def no_model(*_a, **_k):
+        raise RuntimeError("model work redone on a rerun")
+
+    cls = type(tiny_nn)
+    monkeypatch.setattr(cls, "_forward", no_model)
+    monkeypatch.setattr(cls, "_generate_ids", no_model)
+    again = audit.run(tiny_nn, progress=False)
+    assert [m.model_dump() for m in again.metrics] == [m.model_dump() for m in first.metrics]

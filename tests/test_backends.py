@@ -485,6 +485,16 @@ def test_sampling_is_deterministic_given_a_seed(ctx, backend: str) -> None:
         assert first == ctx["nnsight"].generate(prompts, 6, do_sample=True, seed=123, progress=False)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_sampling_leaves_the_global_rng_alone(ctx, backend: str) -> None:
+    adapter = ctx[backend]
+    torch.manual_seed(4321)
+    expected = torch.rand(3)  # what the user's next draw is without our call in between
+    torch.manual_seed(4321)
+    adapter.generate(_prompts(adapter)[1:3], 4, do_sample=True, seed=7, progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_eos_ids_include_end_of_turn(adapters) -> None:
     tok = adapters["nnsight"].tokenizer
     eos = adapters["nnsight"]._eos_ids()

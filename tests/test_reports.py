@@ -433,3 +433,9 @@ def test_svg_line_chart_still_works() -> None:
 
     svg = line_chart([0, 1, 2], {"acc" + XSS: [0.1, 0.5, 0.9]}, title="t", y_range=(0.0, 1.0))
     assert ET.fromstring(svg).tag == f"{SVG_NS}svg" and XSS not in svg
+
+
+def test_wall_time_is_the_audits_total_not_total_plus_steps() -> None:
+    a = AuditResult(audit="ci_leakage", model=MODEL, timings={"generate": 184.0, "judge": 6.0, "total": 190.0})
+    html = render_audit_fragment(a)
+    assert "Timings (total 3 min 10 s)" in html, re.findall(r"Timings \([^)]*\)", html)

@@ -60,3 +60,62 @@ def test_audit_run_resumes_and_reports(tiny_model_dir, tmp_path, monkeypatch, ca
     policy.write_text('[[rule]]\naudit = "persona_localization"\nmetric = "best_accuracy"\nmin = 0.0\n')
     assert main(["gate", str(out), "--policy", str(policy)]) == 0
     assert main(["gate", str(out), "--policy", str(tmp_path / "missing.toml")]) == 2
+
+
+def _leakage_cfg(tiny_model_dir, out, judge):
+    from personascope.runner import load_config
+
+    return load_config(None, model=str(tiny_model_dir), out=str(out), judge={"kind": judge},
+                       audits={"ci_leakage": {"n_users": 1, "contexts": ["counsellor"], "n_trials": 1,
+                                              "privacy_levels": ["none"], "max_new_tokens": 4, "n_memories": 4,
+                                              "n_orders": 2}})
+
+
+def test_a_finished_audit_is_not_reused_under_another_judge(tiny_nn, tiny_model_dir, tmp_path):
+    from personascope.runner import run_audits
+
+    out = tmp_path / "out"
+    logs: list[str] = []
+    first = run_audits(_leakage_cfg(tiny_model_dir, out, "contrast"), model=tiny_nn, progress=False, log=logs.append)
+    assert first.audit("ci_leakage").judge.kind == "logprob:contrast"
+    logs.clear()
+    second = run_audits(_leakage_cfg(tiny_model_dir, out, "none"), model=tiny_nn, progress=False, log=logs.append)
+    assert not any("reusing" in line for line in logs), logs
+    rec = second.audit("ci_leakage").judge
+    assert rec.identity is None and rec.uses == []  # --judge none: rules only
+    assert second.audit("ci_leakage").judge_agreement is None
+    logs.clear()
+    run_audits(_leakage_cfg(tiny_model_dir, out, "none"), model=tiny_nn, progress=False, log=logs.append)
+    assert any("reusing" in line for line in logs), logs  # same judge: reused
+
+
+def test_judge_none_is_honoured_by_every_audit(tiny_nn, tiny_model_dir, tmp_path):
+    from personascope.audits import REGISTRY, get_audit
+    from personascope.runner import load_config, run_audits
+
+    cfg = load_config(None, model=str(tiny_model_dir), out=str(tmp_path / "o"), judge={"kind": "none"},
+                      audits={"persona_vectors": {}, "ooc_drift": {}})
+    run = run_audits(cfg, model=tiny_nn, progress=False, log=lambda *_: None)
+    for name in ("persona_vectors", "ooc_drift"):
+        assert run.errors[name].startswith("skipped: needs a model judge"), run.errors
+    # Audits that only use a judge on the side run without one and record that none was used.
+    for name in REGISTRY:
+        cls = get_audit(name)
+        if cls.judge_required:
+            with pytest.raises(UsageError, match="needs a model judge"):
+                cls.from_params({}).run(tiny_nn, judge=None, progress=False)
+        assert cls.from_params({}).judge_record(None).identity is None
+
+
+def test_the_runs_judge_reaches_the_audit(tiny_nn, tiny_model_dir, tmp_path):
+    from personascope.judges.factory import JudgeSpec, make_judge
+    from personascope.runner import load_config, run_audits
+
+    spec = {"kind": "contrast", "temperature": 0.5}
+    cfg = load_config(None, model=str(tiny_model_dir), out=str(tmp_path / "o"), judge=spec,
+                      audits={"ooc_drift": {"traits": ["extraversion"], "levels": ["high"], "tasks": ["post"],
+                                            "n_prompts": 1, "runs": 1, "max_new_tokens": 6, "conversation_runs": 0}})
+    run = run_audits(cfg, model=tiny_nn, progress=False, log=lambda *_: None)
+    assert not run.errors, run.errors
+    expected = make_judge(JudgeSpec(**spec), tiny_nn).identity
+    assert run.audit("ooc_drift").judge.identity == expected  # not a judge the audit built itself

@@ -525,11 +525,11 @@ class MemoryAgent:
         first = [self._option_first_ids(r.task.options) if self.scoring == "first_token" else None for r in reqs]
         fast = [i for i, f in enumerate(first) if f is not None]
         if fast:
-            logp = self.model.next_token_logprobs([prompts[i] for i in fast], batch_size=self.batch_size,
-                                                  progress=progress)
+            logp = self.model.next_token_scores([prompts[i] for i in fast], [first[i] for i in fast],
+                                                batch_size=self.batch_size, progress=progress)
             self.n_scored += len(fast)
             for row, i in enumerate(fast):
-                scores = tuple(float(logp[row, t]) for t in first[i])  # type: ignore[union-attr]
+                scores = tuple(float(x) for x in logp[row])
                 self._memo[(prompts[i], reqs[i].task.options)] = Decision(int(np.argmax(scores)), scores,
                                                                            prompt=prompts[i])
         slow = [i for i, f in enumerate(first) if f is None]

@@ -10,7 +10,7 @@ Method (Gupta et al. 2024, *Bias Runs Deep*; Wan et al. 2023; Araujo & Roth 2024
 2. Questions: multiple-choice items (built-in, MMLU-style CSV/JSONL, or BBQ). A unit of analysis
    is a (question, template) pair, so every condition has a correctness vector over the same units.
 3. Scoring, both reported: (a) log-likelihood of each option text after the persona prompt
-   (`mcq.option_logprobs`; deterministic, no generation); (b) greedy generation (cached through
+   (`ModelAdapter.option_logprobs`; deterministic, no generation); (b) greedy generation (cached through
    `store.generate`) with rule-based extraction (`ChoiceJudge`; abstentions by `AbstentionJudge`,
    counted apart from wrong and from unextracted answers; both count as not correct).
 4. Statistics (pure functions on numpy arrays below): accuracy with Wilson CIs; paired deltas vs
@@ -49,20 +49,18 @@ from ..errors import UsageError
 from ..records import stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
 from ..stats import bootstrap_mean_ci, holm, mcnemar_exact, wilson
-from .base import Audit, timed
+from .base import Audit, AuditContext, timed
 from .mcq import (
     ANSWER_PREFIX,
     MCQ,
     first_mentioned_option,
     load_questions,
-    option_logprobs,
     sample_questions,
     user_text,
 )
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
-    from ..judges.base import Judge
 
 NO_PERSONA = "no persona"
 KINDS = ("none", "persona", "control", "positive_control")
@@ -457,13 +455,14 @@ class PersonaBiasAudit(Audit):
         return self.generation_show_options == "always"
 
     # ------------------------------------------------------------------ run
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Score every condition on every question, test, and report (``judge`` is not used)."""
+        model, progress = ctx.model, ctx.progress
         from tqdm.auto import tqdm
 
         from ..judges.rules import ABSTENTION_RUBRIC, CHOICE_RUBRIC, AbstentionJudge, ChoiceJudge
 
-        result = self.new_result(model)
+        result = ctx.result
         with timed(result, "setup"):
             spec = load_persona_spec()
             templates = self.template_texts(spec)
@@ -479,9 +478,6 @@ class PersonaBiasAudit(Audit):
             "personas": stable_hash({"conditions": [dataclasses.asdict(c) for c in conds],
                                      "templates": templates, "positive_control": spec["positive_control"]})[:16],
         }
-        if judge is not None:
-            result.notes.append("The judge argument is not used: answers are extracted by rules "
-                                "(ChoiceJudge, AbstentionJudge).")
 
         # (a) log-likelihood: pred[c, t*n_q + q]
         pred = np.zeros((len(conds), n_t * n_q), dtype=np.int64)
@@ -492,7 +488,7 @@ class PersonaBiasAudit(Audit):
                 c = conds[ci]
                 prompts = [model.format_chat(user=user_text(q), system=self._system(c, templates[tnames[ti]], q, spec))
                            + self._prefix(c, spec) for q in items]
-                scores = option_logprobs(model, prompts, [[" " + o for o in q.options] for q in items],
+                scores = model.option_logprobs(prompts, [[" " + o for o in q.options] for q in items],
                                          batch_size=self.batch_size)
                 ch = np.array([int(np.argmax(s)) for s in scores])
                 mg = np.array([float(s[q.answer] - np.max(np.delete(s, q.answer))) for s, q in zip(scores, items,
@@ -511,8 +507,8 @@ class PersonaBiasAudit(Audit):
             with timed(result, "generate"):
                 gen, gen_texts = self._generate(model, conds, templates, g_items, spec, progress,
                                                 ChoiceJudge(), AbstentionJudge(), CHOICE_RUBRIC, ABSTENTION_RUBRIC)
-            result.judge = {"choice": ChoiceJudge().identity.model_dump(mode="json"),
-                            "abstention": AbstentionJudge().identity.model_dump(mode="json")}
+            assert result.judge is not None
+            result.judge.rules = [ChoiceJudge().identity, AbstentionJudge().identity]
 
         with timed(result, "analyze"):
             self._report(result, conds, items, tnames, pred, correct, margin, gen, g_items, gen_texts, templates,
@@ -520,7 +516,6 @@ class PersonaBiasAudit(Audit):
         from ..records import now_iso
 
         result.finished = now_iso()
-        return result
 
     def _generate(self, model: ModelAdapter, conds: list[Condition], templates: dict[str, str], items: list[MCQ],
                   spec: dict[str, Any], progress: bool, choice_judge: Any, abst_judge: Any, choice_rubric: Any,

@@ -63,7 +63,7 @@ from ..errors import DataError, UsageError
 from ..records import stable_hash
 from ..results import Example, Finding, Metric, Plot, Series, Table
 from ..stats import bootstrap_mean_ci, linear_slope, wilson
-from .base import Audit, timed
+from .base import Audit, AuditContext, timed
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
@@ -324,27 +324,6 @@ def diff_ci(a: Sequence[float], b: Sequence[float], *, paired: bool, seed: int =
     return float(x.mean() - y.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
-def calibrate_contrast(d_high: Sequence[float], d_low: Sequence[float]) -> tuple[float, float] | None:
-    """``(center, scale)`` mapping log-likelihood ratios to 1-5; None if the anchors do not separate.
-
-    ``rating = 1 + 4 * sigmoid((d - center) / scale)`` puts the median high anchor at 4.5 and the
-    median low anchor at 1.5.
-    """
-    if not len(d_high) or not len(d_low):
-        return None
-    mh, ml = float(np.median(d_high)), float(np.median(d_low))
-    if not mh > ml:
-        return None
-    x = math.log((ANCHOR_HIGH - SCALE_MIN) / (SCALE_MAX - ANCHOR_HIGH))  # logit of 0.875
-    return (mh + ml) / 2, (mh - ml) / (2 * x)
-
-
-def contrast_rating(d: float, center: float, scale: float) -> float:
-    """The calibrated 1-5 rating of a log-likelihood ratio ``d`` (see `calibrate_contrast`)."""
-    z = max(min((d - center) / scale, 60.0), -60.0)
-    return SCALE_MIN + (SCALE_MAX - SCALE_MIN) / (1 + math.exp(-z))
-
-
 # ====================================================================== built-in data
 def data_dir() -> Path:
     """Folder of the audit's built-in data (personas, tasks, conversation scripts)."""
@@ -408,6 +387,8 @@ class OOCDriftAudit(Audit):
     """
 
     name: ClassVar[str] = "ooc_drift"
+    judge_use: ClassVar[str] = "1-5 trait ratings of answer sentences (atoms) and conversation replies"
+    judge_required: ClassVar[bool] = True
     title: ClassVar[str] = "Out-of-character drift (atomic persona fidelity, multi-turn drift)"
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {
@@ -512,17 +493,16 @@ class OOCDriftAudit(Audit):
         })
 
     # ------------------------------------------------------------------ running
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Generate, rate and project; see the module docstring for every metric."""
+        model, judge, progress = ctx.model, ctx.judge, ctx.progress
         from ..judges.contrast import ContrastJudge
+
+        assert judge is not None  # judge_required: Audit.run refuses to start without one
 
         data = load_data()
         personas = self.personas(data)
-        result = self.new_result(model)
-        default_judge = judge is None
-        if judge is None:
-            # temperature 1: the value is then 1 + 4 * sigmoid(d), from which d is recovered exactly.
-            judge = ContrastJudge(model, temperature=1.0, batch_size=self.batch_size)
+        result = ctx.result
         calibrate = self.calibrate_judge and isinstance(judge, ContrastJudge)
         traits = sorted({p.trait for p in personas})
         rubrics = {t: self.rubric(data, t) for t in traits}
@@ -563,8 +543,8 @@ class OOCDriftAudit(Audit):
             ratings, judge_info = self._rate_all(
                 judge, data, personas, traits, rubrics, cells, base_cells, responses, convs, calibrate)
         n_valid, n_all = judge_info.pop("n_valid"), judge_info.pop("n_total")
-        result.judge = {"identity": judge.identity.model_dump(mode="json"), "default": default_judge,
-                        "rubrics": {t: r.hash for t, r in rubrics.items()}, **judge_info}
+        assert result.judge is not None
+        result.judge.details.update({"rubrics": {t: r.hash for t, r in rubrics.items()}, **judge_info})
 
         # ---- 4. atomic metrics
         with timed(result, "metrics"):
@@ -678,20 +658,26 @@ class OOCDriftAudit(Audit):
             keys = [k for k, _ in todo[trait]]
             # Atoms are rated without their question (as the anchors are), so equal texts rate once.
             uniq = sorted({it.text for _, it in todo[trait]})
-            got = judge.rate([Item(text=t, target=desc[trait]) for t in uniq], rubrics[trait])
-            by_text = {t: float(rt.value) for t, rt in zip(uniq, got, strict=True)
-                       if rt.valid and rt.value is not None and not math.isnan(rt.value)}
-            raw = {k: by_text[it.text] for k, it in todo[trait] if it.text in by_text}
+            items = [Item(text=t, target=desc[trait]) for t in uniq]
             if calibrate:
-                temp = float(getattr(judge, "temperature", 1.0))
-                d = {k: temp * _logit((v - SCALE_MIN) / (SCALE_MAX - SCALE_MIN)) for k, v in raw.items()}
+                # The contrast judge's raw log-likelihood ratios, centred and scaled per trait on the anchors.
+                ratios = judge.log_ratios(items, rubrics[trait])  # type: ignore[attr-defined]
+                d_of = {t: v for t, v in zip(uniq, ratios, strict=True) if v is not None}
+                d = {k: d_of[it.text] for k, it in todo[trait] if it.text in d_of}
                 anchors = {lv: [d[k] for k in keys if k[0] == "a" and k[2] == lv and k in d] for lv in ("high", "low")}
-                cal = calibrate_contrast(anchors["high"], anchors["low"])
+                cal = judge.calibrated(anchors["high"], anchors["low"],  # type: ignore[attr-defined]
+                                       p_high=(ANCHOR_HIGH - SCALE_MIN) / (SCALE_MAX - SCALE_MIN))
                 if cal is None:
                     info["calibration"][trait] = {"ok": False, "note": "anchors do not separate; raw ratings used"}
                 else:
-                    info["calibration"][trait] = {"ok": True, "center": round(cal[0], 5), "scale": round(cal[1], 5)}
-                    raw = {k: contrast_rating(v, *cal) for k, v in d.items()}
+                    info["calibration"][trait] = {"ok": True, "center": round(cal.center, 5),
+                                                  "scale": round(cal.temperature, 5)}
+                raw = {k: (cal or judge).value_of(v, "1-5") for k, v in d.items()}  # type: ignore[attr-defined]
+            else:
+                got = judge.rate(items, rubrics[trait])
+                by_text = {t: float(rt.value) for t, rt in zip(uniq, got, strict=True)
+                           if rt.valid and rt.value is not None and not math.isnan(rt.value)}
+                raw = {k: by_text[it.text] for k, it in todo[trait] if it.text in by_text}
             hi_s = [raw[k] for k in keys if k[0] == "a" and k[2] == "high" and k in raw]
             lo_s = [raw[k] for k in keys if k[0] == "a" and k[2] == "low" and k in raw]
             info["anchors"][trait] = {"auc": auc_ci(hi_s, lo_s, seed=self.seed), "n": len(hi_s) + len(lo_s)}
@@ -849,7 +835,8 @@ class OOCDriftAudit(Audit):
         self._drift_metrics(result, personas, expr, judge_fid, unreliable)
         result.findings += collapse_findings(expr, self.drift_threshold, skip=unreliable)
         result.data_hashes["conversations_run"] = stable_hash([c["prompts"] for c in convs])[:16]
-        result.judge = {**(result.judge or {}), "drift_layer": layer}
+        if result.judge is not None:
+            result.judge.details["drift_layer"] = layer
 
     def _turn_activations(self, model: ModelAdapter, convs: list[dict[str, Any]], layer: int,
                           progress: bool) -> np.ndarray:
@@ -1007,11 +994,6 @@ class OOCDriftAudit(Audit):
 
 
 # ====================================================================== small helpers
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
 def _num(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -1044,6 +1026,6 @@ def _series(label: str, x: list[float | str], rows: np.ndarray) -> Series:
 
 __all__ = [
     "AtomStats", "OOCDriftAudit", "Persona", "acc_atom", "acc_findings", "atom_stats", "auc", "auc_ci",
-    "calibrate_contrast", "collapse_findings", "contrast_rating", "diff_ci", "drift_curve_stats", "emd_1d",
+    "collapse_findings", "diff_ci", "drift_curve_stats", "emd_1d",
     "ic_atom", "in_band", "load_data", "rc_atom", "split_atoms",
 ]

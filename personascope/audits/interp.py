@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import DataError
 from ..records import stable_hash
-from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
-from .base import Audit, timed
+from ..results import Example, Finding, Metric, Plot, Series, Table
+from .base import Audit, AuditContext, timed
 
 if TYPE_CHECKING:
-    from ..backends.base import ModelAdapter
-    from ..judges.base import Judge
+    pass
 
 
 def _f(x: Any) -> float | None:
@@ -51,11 +50,12 @@ class LocalizationAudit(Audit):
     framing: str = "system"
     folds: int = 5
 
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Probe every layer in one pass per batch; report the curve, the band and the overlap."""
+        model, progress = ctx.model, ctx.progress
         from ..probes.localize import localize
 
-        res = self.new_result(model)
+        res = ctx.result
         with timed(res, "localize"):
             loc = localize(model, list(self.personas) or None, framing=self.framing,  # type: ignore[arg-type]
                            n_per_persona=self.n_per_persona, folds=self.folds, seed=self.seed,
@@ -116,7 +116,6 @@ class LocalizationAudit(Audit):
             metric="best_accuracy"))
         res.data_hashes["personas"] = str(loc.provenance.get("data_hash", ""))
         res.notes.append(f"Framing {self.framing!r}, read at the last prompt token of resid_post; {n} statements.")
-        return res
 
 
 @dataclass(frozen=True)
@@ -135,6 +134,8 @@ class PersonaVectorAudit(Audit):
     """
 
     name: ClassVar[str] = "persona_vectors"
+    judge_use: ClassVar[str] = "trait and coherence ratings of answers (extraction filter, steering sweep, monitor)"
+    judge_required: ClassVar[bool] = True
     title: ClassVar[str] = "Persona vectors: steering and monitoring"
     kind: ClassVar[str] = "interpretability"
     QUICK: ClassVar[dict[str, Any]] = {"traits": ("evil", "humorous"), "n_questions": 6, "n_instructions": 2,
@@ -150,15 +151,15 @@ class PersonaVectorAudit(Audit):
     monitor_questions: int = 6
     max_new_tokens: int = 40
 
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Extract, sweep and monitor each trait; the judge defaults to a contrast judge on the model."""
-        from ..judges.contrast import ContrastJudge
+        model, judge, progress = ctx.model, ctx.judge, ctx.progress
         from ..steering.monitor import monitor_correlation
         from ..steering.sweep import sweep
         from ..steering.traits import extract_persona_vector, load_trait
 
-        judge = judge or ContrastJudge(model)
-        res = self.new_result(model, judge=judge.identity.model_dump(mode="json"))
+        assert judge is not None  # judge_required: Audit.run refuses to start without one
+        res = ctx.result
         n_layers = model.n_layers
         layers = [k % n_layers for k in self.sweep_layers] or None
         if layers is not None:
@@ -248,7 +249,6 @@ class PersonaVectorAudit(Audit):
                                          "pairs kept", "pairs", "coherence measure"], rows=summary_rows))
         res.notes.append(f"Judge: {judge.identity.kind}:{judge.identity.name}. Coefficients are relative to the "
                          "mean residual norm at the steered layer. Trait scores are 0-100.")
-        return res
 
 
 @dataclass(frozen=True)
@@ -278,8 +278,9 @@ class UserPersonaRefusalAudit(Audit):
     generate_tokens: int = 0
     n_requests: int = 40
 
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """CAA vectors, refusal direction, cosine per layer, measured refusal-score shift, logit lens."""
+        model, progress = ctx.model, ctx.progress
         from ..steering.decode import logit_lens
         from ..steering.user_persona import (
             builtin_user_personas,
@@ -289,7 +290,7 @@ class UserPersonaRefusalAudit(Audit):
             user_persona_vector,
         )
 
-        res = self.new_result(model)
+        res = ctx.result
         names = list(self.personas) or [p for p in builtin_user_personas() if p != self.control]
         with timed(res, "vectors"):
             vecs = {n: user_persona_vector(model, n, n_questions=self.n_questions, progress=progress) for n in names}
@@ -400,4 +401,3 @@ class UserPersonaRefusalAudit(Audit):
                          f"about the user) minus the '{self.control}' control vector. The refusal score is a "
                          "continuous measure; a 135M model rarely refuses outright.")
         res.notes.append(f"Pearson r over {r_n} personas: with few personas the CI is wide.")
-        return res

@@ -38,7 +38,7 @@ from ..errors import UsageError
 from ..records import now_iso, stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
 from ..stats import wilson
-from .base import Audit, timed
+from .base import Audit, AuditContext, timed
 from .profiles import (
     DOMAINS,
     Attribute,
@@ -345,6 +345,7 @@ class CILeakageAudit(Audit):
     """
 
     name: ClassVar[str] = "ci_leakage"
+    judge_use: ClassVar[str] = "which memory attributes a reply reveals (checked against rule matching)"
     title: ClassVar[str] = "Contextual-integrity leakage of memory"
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {
@@ -470,12 +471,13 @@ class CILeakageAudit(Audit):
         return profiles, contexts, hashes, notes
 
     # ------------------------------------------------------------------ run
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Generate the messages, score leaks and utility, and summarize them (see the module docstring)."""
+        model, judge, progress = ctx.model, ctx.judge, ctx.progress
         from .. import store
         from . import pii
 
-        result = self.new_result(model)
+        result = ctx.result
         with timed(result, "data"):
             file_notes: tuple[str, ...] = ()
             if self.profiles is not None:
@@ -506,7 +508,6 @@ class CILeakageAudit(Audit):
         self._summarize(result, trials, outputs, per_trial, obs, pii_rows, prof, ctx, judged)
         result.notes += list(file_notes)
         result.finished = now_iso()
-        return result
 
     def _generate(self, model: ModelAdapter, trials: Sequence[Trial], prompts: Sequence[str],
                   generate: Callable[..., list[str]], progress: bool) -> list[str]:
@@ -549,7 +550,6 @@ class CILeakageAudit(Audit):
             rule_pos += o.revealed
             judge_pos += verdict
             judged[i][j] = dataclasses.replace(o, revealed=verdict)
-        result.judge = judge.identity.model_dump(mode="json")
         p_o = agree / n_valid if n_valid else None
         kappa = None
         if n_valid:

@@ -19,7 +19,7 @@ token log-probabilities); the option with the highest score is the model's choic
 embedded SmolLM2-135M-Instruct this is the only formulation well above chance: scoring the
 option *letter* after a listed-options prompt puts nearly all mass on one letter (26% on the
 built-in set, chance 25%), and listing the options before a cloze makes it copy the first one.
-`option_logprobs` runs each prompt once and reuses its key/value cache for the options (and
+`ModelAdapter.option_logprobs` runs each prompt once and reuses its key/value cache for the options (and
 the prompts' shared prefix, such as the persona system prompt, once per batch), which gives the
 same numbers as `ModelAdapter.logprobs` up to float error at a fraction of the cost.
 """
@@ -27,7 +27,6 @@ same numbers as `ModelAdapter.logprobs` up to float error at a fraction of the c
 from __future__ import annotations
 
 import csv
-import inspect
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,12 +40,9 @@ from ..data import RECORD_SUFFIXES, is_hf_dataset_dir, read_records, split_spec
 from ..errors import DataError, UsageError
 
 if TYPE_CHECKING:
-    from ..backends.base import ModelAdapter
+    pass
 
 LETTERS = "ABCDEFGHIJ"
-#: Backends whose forward pass is the plain Hugging Face model, so the cached path of
-#: `option_logprobs` reproduces their ``logprobs`` exactly.
-CACHED_BACKENDS = ("nnsight",)
 #: The reply pre-fill of the cloze prompt (measured best of "Answer:" / "The answer is" on the
 #: embedded model: 76% vs 66% on half of the built-in set without a persona).
 ANSWER_PREFIX = "Answer:"
@@ -296,150 +292,6 @@ def user_text(q: MCQ, *, show_options: bool = False) -> str:
     return "\n".join(parts)
 
 
-# ------------------------------------------------------------------------------------------ scoring
-def option_logprobs(
-    model: ModelAdapter,
-    prompts: Sequence[str],
-    options: Sequence[Sequence[str]],
-    *,
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> list[np.ndarray]:
-    """Sum log-probability of each option continuation after its prompt: one array per prompt.
-
-    Same numbers as ``model.logprobs`` on every (prompt, option) pair. When no steering is
-    active and the adapter runs the Hugging Face model itself (`CACHED_BACKENDS`: nnsight; the
-    TransformerLens bridge computes slightly different logits, so it is scored by its own
-    ``logprobs``), a cached path runs each batch's common
-    token prefix once, each prompt's remainder once, and only the option tokens per option; keep
-    prompts that share a prefix (one persona) next to each other to benefit. Otherwise (steering
-    active, or a model the cached path cannot drive) it falls back to ``model.logprobs``.
-
-    Args:
-        model: The model.
-        prompts: Prompt texts (chat-formatted, ending where the option text starts).
-        options: Option continuations per prompt (include the leading space).
-        batch_size: Prompts per forward pass (default: the adapter's).
-        progress: Show a progress bar.
-
-    """
-    if len(prompts) != len(options):
-        raise UsageError(f"{len(prompts)} prompts but {len(options)} option lists")
-    if not prompts:
-        return []
-    if (getattr(model, "backend_name", "") in CACHED_BACKENDS and not getattr(model, "_steers", None)
-            and getattr(model, "hf_model", None) is not None):
-        try:
-            return _cached_option_logprobs(model, prompts, options, batch_size or model.batch_size, progress)
-        except (TypeError, AttributeError, NotImplementedError, RuntimeError, ValueError):
-            pass  # an architecture or cache the fast path cannot drive: score pair by pair below
-    flat_p = [p for p, opts in zip(prompts, options, strict=True) for _ in opts]
-    flat_c = [c for opts in options for c in opts]
-    scores = model.logprobs(flat_p, flat_c, batch_size=batch_size, progress=progress)
-    out, k = [], 0
-    for opts in options:
-        out.append(np.asarray(scores[k : k + len(opts)], dtype=np.float64))
-        k += len(opts)
-    return out
-
-
-def _cached_option_logprobs(
-    model: ModelAdapter, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int, progress: bool
-) -> list[np.ndarray]:
-    """The cached path of `option_logprobs` (Hugging Face causal LM with a ``Cache`` object)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from ..chat import encode
-
-    tok, hf, dev = model.tokenizer, model.hf_model, model.device
-    params = inspect.signature(hf.forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
-    keep_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    p_ids = [encode(tok, p) for p in prompts]
-    o_ids = [[encode(tok, o, is_continuation=True) for o in opts] for opts in options]
-    for i, (p, opts) in enumerate(zip(p_ids, o_ids, strict=True)):
-        if not p:
-            raise UsageError(f"Prompt {i} is empty after tokenization")
-        if any(not o for o in opts):
-            raise UsageError(f"Prompt {i}: an option is empty after tokenization")
-    out = [np.zeros(len(o), dtype=np.float64) for o in o_ids]
-
-    def run(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any, last_only: bool) -> Any:
-        kw: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "use_cache": True}
-        if cache is not None:
-            kw[cache_kw] = cache
-        if last_only:
-            kw.update(keep_kw)
-        return hf(**kw)
-
-    def cache_of(res: Any) -> Any:
-        c = getattr(res, "cache", None)
-        return c if c is not None else res.past_key_values
-
-    with torch.inference_mode(), tqdm(total=len(prompts), desc="options", disable=not progress, leave=False) as bar:
-        for start in range(0, len(prompts), batch_size):
-            idx = list(range(start, min(start + batch_size, len(prompts))))
-            seqs = [p_ids[i] for i in idx]
-            # Common token prefix of the batch (the persona's system turn), at least one token
-            # short of the shortest prompt so that every row has a remainder to run.
-            common = 0
-            limit = min(len(s) for s in seqs) - 1
-            while common < limit and all(s[common] == seqs[0][common] for s in seqs):
-                common += 1
-            b = len(idx)
-            cache = None
-            if common:
-                pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
-                res = run(pre, torch.ones_like(pre), torch.arange(common, device=dev)[None], None, True)
-                cache = cache_of(res)
-                cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
-            # Remainders, left-padded after the prefix so that every row's last token sits in the
-            # last column (only its logits are computed); pads are masked out and the position
-            # ids of the real tokens continue after the prefix.
-            rest = [s[common:] for s in seqs]
-            lens = torch.tensor([len(r) for r in rest])
-            width = int(lens.max())
-            ids = torch.full((b, width), pad, dtype=torch.long)
-            rmask = torch.zeros((b, width), dtype=torch.long)
-            pos = torch.zeros((b, width), dtype=torch.long)
-            for j, r in enumerate(rest):
-                ids[j, width - len(r) :] = torch.tensor(r)
-                rmask[j, width - len(r) :] = 1
-                pos[j, width - len(r) :] = common + torch.arange(len(r))
-            full_mask = torch.cat([torch.ones((b, common), dtype=torch.long), rmask], 1)
-            res = run(ids.to(dev), full_mask.to(dev), pos.to(dev), cache, True)
-            cache = cache_of(res)
-            first_lp = torch.log_softmax(res.logits[:, -1].float(), dim=-1).cpu()
-            # Options: one row per (prompt, option) with the cache repeated row-wise. Only the
-            # tokens before each option's last one are run: their logits score the rest.
-            rows = [(j, k) for j, i in enumerate(idx) for k in range(len(o_ids[i]))]
-            o_width = max(len(o_ids[idx[j]][k]) for j, k in rows)
-            if o_width > 1:
-                oid = torch.full((len(rows), o_width - 1), pad, dtype=torch.long)
-                omask = torch.zeros((len(rows), o_width - 1), dtype=torch.long)
-                for r, (j, k) in enumerate(rows):
-                    o = o_ids[idx[j]][k][:-1]
-                    if o:
-                        oid[r, : len(o)] = torch.tensor(o)
-                        omask[r, : len(o)] = 1
-                beam = torch.tensor([j for j, _ in rows], dtype=torch.long)
-                cache.reorder_cache(beam.to(dev))
-                o_mask = torch.cat([full_mask[beam], omask], 1).to(dev)
-                o_pos = (common + lens[beam])[:, None] + torch.arange(o_width - 1)[None]
-                res2 = run(oid.to(dev), o_mask, o_pos.to(dev), cache, False)
-                lp2 = torch.log_softmax(res2.logits.float(), dim=-1).cpu()
-            for r, (j, k) in enumerate(rows):
-                o = o_ids[idx[j]][k]
-                total = float(first_lp[j, o[0]])
-                for t in range(1, len(o)):
-                    total += float(lp2[r, t - 1, o[t]])
-                out[idx[j]][k] = total
-            bar.update(b)
-    return out
-
-
 _NUMBER_WORDS = {w: str(k) for k, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
@@ -484,7 +336,6 @@ def choose(scores: Sequence[np.ndarray]) -> np.ndarray:
 
 __all__ = [
     "ANSWER_PREFIX",
-    "CACHED_BACKENDS",
     "MCQ",
     "builtin_questions_path",
     "choose",
@@ -494,7 +345,6 @@ __all__ = [
     "load_mcq_jsonl",
     "load_mmlu_csv",
     "load_questions",
-    "option_logprobs",
     "sample_questions",
     "user_text",
 ]

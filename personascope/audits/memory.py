@@ -64,11 +64,10 @@ from .agent import (
     load_memory_data,
     poison_records,
 )
-from .base import Audit, timed
+from .base import Audit, AuditContext, timed
 
 if TYPE_CHECKING:
-    from ..backends.base import ModelAdapter
-    from ..judges.base import Judge
+    pass
 
 __all__ = ["CYCLE_CONDITIONS", "MemoryInjectionAudit", "Outcome", "asr_metrics", "paired_reduction"]
 
@@ -254,10 +253,11 @@ class MemoryInjectionAudit(Audit):
         return data, attacked
 
     # ------------------------------------------------------------------ running
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Run every attack with and without the defense; see the module docstring for the metrics."""
+        model, progress = ctx.model, ctx.progress
         data, tasks = self.load()
-        result = self.new_result(model)
+        result = ctx.result
         result.data_hashes = {"memory_data": data.data_hash,
                               "tasks": stable_hash([t.id for t in tasks])[:16]}
         agent = MemoryAgent(model, k=self.k, scoring=self.scoring, max_new_tokens=self.max_new_tokens,

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 from ..records import stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
-from .base import Audit, timed
+from .base import Audit, AuditContext, timed
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
@@ -71,6 +71,7 @@ class ReleaseComparisonAudit(Audit):
     """
 
     name: ClassVar[str] = "release_comparison"
+    judge_use: ClassVar[str] = "trait ratings of both models' answers (trait_delta) and the extraction filter"
     title: ClassVar[str] = "What changed: release candidate vs base (persona shifts)"
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {"traits": ("sycophantic", "evil"), "n_questions": 5, "n_instructions": 2,
@@ -160,9 +161,9 @@ class ReleaseComparisonAudit(Audit):
         return [model.format_chat(user=q) for q in qs]
 
     # ------------------------------------------------------------------ run
-    def run(self, model: ModelAdapter, *, judge: Judge | None = None, progress: bool = True) -> AuditResult:
+    def execute(self, ctx: AuditContext) -> None:
         """Measure shifts and behavioural deltas of ``candidate`` against ``model`` (the base)."""
-        from ..judges.contrast import ContrastJudge
+        model, judge, progress = ctx.model, ctx.judge, ctx.progress
         from ..models import load_model
         from ..steering.compare import activation_shift, check_compatible, last_token_acts, persona_gap
         from ..steering.traits import load_trait
@@ -172,8 +173,7 @@ class ReleaseComparisonAudit(Audit):
                              "or 'personascope compare --base BASE --candidate CANDIDATE'")
         if not self.traits:
             raise UsageError("release_comparison needs at least one trait")
-        judge = judge or ContrastJudge(model)
-        res = self.new_result(model, judge=judge.identity.model_dump(mode="json"))
+        res = ctx.result
         cand = load_model(self.candidate, backend=getattr(model, "backend_name", "nnsight"),
                           device=str(model.device), batch_size=model.batch_size)
         check_compatible(model, cand)
@@ -247,7 +247,9 @@ class ReleaseComparisonAudit(Audit):
         res.tables.append(Table(title="What changed: activation shift along each persona vector",
                                 columns=["trait", "layer", "shift", "CI low", "CI high", "shift / persona gap",
                                          "z vs random"], rows=rows))
-        if self.judge_questions > 0:
+        if self.judge_questions > 0 and judge is None:
+            res.notes.append("trait_delta not measured: the run has no model judge (--judge none).")
+        elif self.judge_questions > 0:
             with timed(res, "trait_delta"):
                 self._trait_deltas(model, cand, specs, judge, res, progress)
         if self.refusal_requests > 0:
@@ -264,7 +266,6 @@ class ReleaseComparisonAudit(Audit):
                 self._flag(model, vectors[flag_trait], chosen[flag_trait], res, progress)
         res.notes.append("Shift prompts: the traits' evaluation questions without a system prompt; activations at the "
                          "last prompt token (before any answer). Deltas are candidate minus base, paired by prompt.")
-        return res
 
     def _trait_deltas(self, model: ModelAdapter, cand: ModelAdapter, specs: list[Any], judge: Judge,
                       res: AuditResult, progress: bool) -> None:
@@ -327,14 +328,14 @@ class ReleaseComparisonAudit(Audit):
 
     def _bias_delta(self, model: ModelAdapter, cand: ModelAdapter, res: AuditResult) -> None:
         from ..stats import mcnemar_exact, wilson
-        from .mcq import ANSWER_PREFIX, choose, load_builtin_questions, option_logprobs, sample_questions, user_text
+        from .mcq import ANSWER_PREFIX, choose, load_builtin_questions, sample_questions, user_text
 
         items = sample_questions(load_builtin_questions(), self.bias_questions, seed=self.seed)
         prompts = [model.format_chat(user=user_text(q)) + ANSWER_PREFIX for q in items]
         options = [[" " + o for o in q.options] for q in items]
         gold = np.array([q.answer for q in items])
-        ok_b = choose(option_logprobs(model, prompts, options, batch_size=self.batch_size)) == gold
-        ok_c = choose(option_logprobs(cand, prompts, options, batch_size=self.batch_size)) == gold
+        ok_b = choose(model.option_logprobs(prompts, options, batch_size=self.batch_size)) == gold
+        ok_c = choose(cand.option_logprobs(prompts, options, batch_size=self.batch_size)) == gold
         m, lo, hi = _boot_delta(ok_c.astype(float) - ok_b.astype(float), self.n_boot, self.seed)
         n = len(items)
         p = mcnemar_exact(int((ok_b & ~ok_c).sum()), int((~ok_b & ok_c).sum()))

@@ -75,6 +75,9 @@ class ModelAdapter(ABC):
     """
 
     backend_name: str = ""
+    #: The forward pass is the Hugging Face model itself, so `option_logprobs` may drive its key/value
+    #: cache directly (TransformerLens computes slightly different logits: it scores pairs in full).
+    kv_option_scoring: bool = False
     backend_packages: tuple[str, ...] = ()
 
     def __init__(
@@ -362,6 +365,59 @@ class ModelAdapter(ABC):
         assert out is not None
         return out
 
+    def option_logprobs(
+        self,
+        prompts: Sequence[str],
+        options: Sequence[Sequence[str]],
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[np.ndarray]:
+        """Sum log-probability of each option continuation after its prompt: one array per prompt.
+
+        Same numbers as `logprobs` on every (prompt, option) pair. Without active steering, on a
+        backend whose forward pass is the Hugging Face model itself (``kv_option_scoring``), each
+        prompt is run once and its key/value cache reused for the options; keep prompts that share a
+        prefix (one persona) next to each other to benefit. Otherwise every pair is scored in full.
+
+        Args:
+            prompts: Prompt texts (chat-formatted, ending where the option text starts).
+            options: Option continuations per prompt (include the leading space).
+            batch_size: Prompts per forward pass (default: the adapter's).
+            progress: Show a progress bar.
+        """
+        if len(prompts) != len(options):
+            raise UsageError(f"{len(prompts)} prompts but {len(options)} option lists")
+        if not prompts:
+            return []
+        if self.kv_option_scoring and not self._steers:
+            from .options import kv_option_logprobs
+
+            try:
+                return kv_option_logprobs(self, prompts, options, batch_size or self.batch_size, progress)
+            except (TypeError, AttributeError, NotImplementedError, RuntimeError, ValueError):
+                pass  # an architecture or cache the fast path cannot drive: score pair by pair below
+        flat_p = [p for p, opts in zip(prompts, options, strict=True) for _ in opts]
+        flat_c = [c for opts in options for c in opts]
+        scores = self.logprobs(flat_p, flat_c, batch_size=batch_size, progress=progress)
+        out, k = [], 0
+        for opts in options:
+            out.append(np.asarray(scores[k : k + len(opts)], dtype=np.float64))
+            k += len(opts)
+        return out
+
+    def next_token_scores(
+        self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]], *, batch_size: int | None = None,
+        progress: bool = False,
+    ) -> list[np.ndarray]:
+        """Log-probability of chosen next tokens after each prompt: ``token_ids[i]`` scored after ``prompts[i]``."""
+        if len(prompts) != len(token_ids):
+            raise UsageError(f"{len(prompts)} prompts but {len(token_ids)} token id lists")
+        if not prompts:
+            return []
+        logp = self.next_token_logprobs(prompts, batch_size=batch_size, progress=progress)
+        return [logp[i, list(ids)].double().numpy() for i, ids in enumerate(token_ids)]
+
     # ------------------------------------------------------------------ unembedding
     def _final_norm(self) -> Any:
         dec = self.hf_model.get_decoder() if hasattr(self.hf_model, "get_decoder") else None
@@ -429,7 +485,13 @@ class ModelAdapter(ABC):
             gen_kwargs["top_k"] = 0
         gen_kwargs["pad_token_id"] = self.tokenizer.pad_token_id
         gen_kwargs["eos_token_id"] = eos
-        with self.steer(extra), torch.inference_mode(), tqdm(
+        # Seeded sampling draws from torch's global generator (transformers offers no other), so the
+        # state is forked and restored: the user's global RNG is never reseeded by a call here.
+        on_cuda = self.device.type == "cuda"
+        forked = (torch.random.fork_rng(devices=[self.device.index or 0] if on_cuda else [],
+                                        device_type="cuda" if on_cuda else "cpu")
+                  if seed is not None else contextlib.nullcontext())
+        with forked, self.steer(extra), torch.inference_mode(), tqdm(
             total=len(enc), desc=f"generate[{self.backend_name}]", disable=not progress, leave=False
         ) as bar:
             for b, idx in enumerate(self._batches(order, batch_size or self.batch_size)):

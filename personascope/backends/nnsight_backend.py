@@ -19,6 +19,7 @@ class NNsightAdapter(ModelAdapter):
     """`ModelAdapter` over nnsight 0.8 (``TransformersModel``); supports ``remote`` NDIF runs."""
 
     backend_name = "nnsight"
+    kv_option_scoring = True
     backend_packages = ("nnsight",)
 
     def __init__(self, hf_model: Any, tokenizer: Any, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import cache_dir
-from ..records import stable_hash
+from ..records import JudgeIdentity, stable_hash
 
 Scale = Literal["0-100", "1-5", "yes-no", "label"]
 
@@ -63,23 +63,6 @@ class Rubric(BaseModel):
         return self.template.format(
             text=item.text, question=item.question or "", target=item.target or "", answer=item.text
         )
-
-
-class JudgeIdentity(BaseModel):
-    """Which judge produced a rating."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: str  # "rules:refusal", "logprob", "http", "tfidf", ...
-    name: str = ""
-    model_fingerprint: str | None = None
-    prompt_hash: str | None = None
-    version: str = "1"
-
-    @property
-    def key(self) -> str:
-        """Stable key of this identity (used in cache keys)."""
-        return stable_hash(self.model_dump(mode="json"))[:16]
 
 
 class Rating(BaseModel):

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..records import stable_hash
 from .base import Item, Judge, JudgeIdentity, Rating, Rubric
 
@@ -24,13 +26,16 @@ class ContrastJudge(Judge):
     """Log-prob judge that compares the text's likelihood under two contrasting system prompts.
 
     The value maps the log-likelihood ratio ``d`` (nats per token) onto the rubric's scale with a
-    logistic curve, ``sigmoid(d / temperature)``: 50 (or 0.5) means no preference. Rubrics need a
-    ``contrast`` pair.
+    logistic curve, ``sigmoid((d - center) / temperature)``: 50 (or 0.5) means ``d == center``.
+    Rubrics need a ``contrast`` pair. `log_ratios` gives the raw ``d``; `calibrated` returns the
+    judge whose curve puts the medians of labelled anchor texts at chosen points (the zero point of
+    ``d`` differs between rubrics, so an uncalibrated 50 is not "no trait").
 
     Args:
         model: The judge model (any adapter from `personascope.load_model`).
         temperature: Nats per token that move the value from 50% to 73%.
         batch_size: Prompts per forward pass.
+        center: The ``d`` that maps to the middle of the scale (0: no preference).
     """
 
     @property
@@ -40,10 +45,12 @@ class ContrastJudge(Judge):
 
         return {"refusal": REFUSAL, "trait": TRAIT}
 
-    def __init__(self, model: ModelAdapter, *, temperature: float = 0.25, batch_size: int = 16) -> None:
+    def __init__(self, model: ModelAdapter, *, temperature: float = 0.25, batch_size: int = 16,
+                 center: float = 0.0) -> None:
         self.model = model
         self.temperature = temperature
         self.batch_size = batch_size
+        self.center = center
 
     @property
     def identity(self) -> JudgeIdentity:
@@ -52,7 +59,8 @@ class ContrastJudge(Judge):
             kind="logprob:contrast",
             name=self.model.info.id,
             model_fingerprint=self.model.info.fingerprint,
-            prompt_hash=stable_hash({"temperature": self.temperature})[:16],
+            prompt_hash=stable_hash({"temperature": self.temperature} if self.center == 0.0 else
+                                    {"temperature": self.temperature, "center": self.center})[:16],
         )
 
     def _rate(self, items: Sequence[Item], rubric: Rubric) -> list[Rating]:
@@ -72,15 +80,58 @@ class ContrastJudge(Judge):
         out = []
         for i in range(n):
             d = float(lp[i] - lp[n + i])
-            p = 1.0 / (1.0 + math.exp(-d / self.temperature))
-            value = {"0-100": 100 * p, "yes-no": p, "1-5": 1 + 4 * p}[rubric.scale]
-            out.append(Rating(value=value, valid=True, rubric=rubric.name, judge=ident,
+            if not math.isfinite(d):
+                out.append(Rating(value=None, valid=False, rubric=rubric.name, judge=ident,
+                                  error=f"log-likelihood ratio is {d}"))
+                continue
+            out.append(Rating(value=self.value_of(d, rubric.scale), valid=True, rubric=rubric.name, judge=ident,
                               raw=f"log-likelihood ratio {d:+.3f} nats/token"))
         return out
+
+    def value_of(self, d: float, scale: str = "0-100") -> float:
+        """The rating of a log-likelihood ratio ``d`` on ``scale`` (``0-100``, ``yes-no`` or ``1-5``)."""
+        z = max(min((d - self.center) / self.temperature, 60.0), -60.0)  # exp overflows past ~709
+        p = 1.0 / (1.0 + math.exp(-z))
+        return {"0-100": 100 * p, "yes-no": p, "1-5": 1 + 4 * p}[scale]
+
+    def log_ratios(self, items: Sequence[Item | str], rubric: Rubric) -> list[float | None]:
+        """The raw log-likelihood ratio ``d`` (nats per token) of each item; None where invalid.
+
+        Goes through the rating cache (as a unit-temperature, uncentred judge on the yes-no scale,
+        from which ``d`` is recovered exactly), so a resumed run does not score the texts again.
+        """
+        unit = ContrastJudge(self.model, temperature=1.0, batch_size=self.batch_size)
+        got = unit.rate(items, rubric.model_copy(update={"scale": "yes-no"}))
+        out: list[float | None] = []
+        for r in got:
+            if not r.valid or r.value is None:
+                out.append(None)
+                continue
+            p = min(max(float(r.value), 1e-15), 1 - 1e-15)
+            out.append(math.log(p / (1 - p)))
+        return out
+
+    def calibrated(self, d_high: Sequence[float], d_low: Sequence[float], *,
+                   p_high: float = 0.875) -> ContrastJudge | None:
+        """A copy of the judge whose curve maps the anchor medians to ``p_high`` and ``1 - p_high``.
+
+        ``d_high`` and ``d_low`` are `log_ratios` of texts known to show / not show the property. On
+        a 1-5 scale the default puts the median high anchor at 4.5 and the median low anchor at 1.5.
+        Returns None when the anchors do not separate (median high <= median low): the judge cannot
+        rate this rubric, and calibrating would only hide that.
+        """
+        if not len(d_high) or not len(d_low):
+            return None
+        mh, ml = float(np.median(d_high)), float(np.median(d_low))
+        if not mh > ml:
+            return None
+        x = math.log(p_high / (1 - p_high))
+        return ContrastJudge(self.model, temperature=(mh - ml) / (2 * x), batch_size=self.batch_size,
+                             center=(mh + ml) / 2)
 
     def __repr__(self) -> str:
         return f"ContrastJudge({self.model.info.short})"
 
     def get_params(self) -> dict[str, Any]:
         """Constructor parameters (scikit-learn style)."""
-        return {"temperature": self.temperature, "batch_size": self.batch_size}
+        return {"temperature": self.temperature, "batch_size": self.batch_size, "center": self.center}

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..audits import REGISTRY
 from ..records import ModelInfo
-from ..results import SEVERITY_ORDER, AuditResult, Finding, Metric, Plot, Table
+from ..results import SEVERITY_ORDER, AuditResult, Finding, JudgeRecord, Metric, Plot, Table
 from .charts import render_plot, value_label
 from .gate import Check, GateOutcome
 from .run import RESULTS_FILE, RunResults
@@ -305,15 +305,17 @@ def _examples_html(a: AuditResult) -> str:
             f'{"".join(items)}</details>')
 
 
-def _judge_html(judge: dict[str, Any] | None) -> str:
-    if not judge:
+def _judge_html(judge: JudgeRecord | None) -> str:
+    if judge is None or (judge.identity is None and not judge.rules):
         return '<span class="muted">none</span>'
-    kind, name = judge.get("kind"), judge.get("name")
-    if kind is not None:
-        text = f"<code>{_e(kind)}</code>" + (f" {_e(name)}" if name else "")
-        fp = judge.get("model_fingerprint")
-        return text + (f' <span class="muted">model {_e(str(fp)[:12])}</span>' if fp else "")
-    return f"<code>{_e(json.dumps(judge, sort_keys=True, ensure_ascii=False))}</code>"
+    parts = []
+    for ident in ([judge.identity] if judge.identity else []) + list(judge.rules):
+        text = f"<code>{_e(ident.kind)}</code>" + (f" {_e(ident.name)}" if ident.name else "")
+        if ident.model_fingerprint:
+            text += f' <span class="muted">model {_e(str(ident.model_fingerprint)[:12])}</span>'
+        parts.append(text)
+    uses = f' <span class="muted">({_e("; ".join(judge.uses))})</span>' if judge.uses else ""
+    return ", ".join(parts) + uses
 
 
 def _agreement_html(agreement: dict[str, Any] | None) -> str:
@@ -361,12 +363,13 @@ def _audit_provenance(a: AuditResult) -> str:
         parts.append(f"<h4>Data hashes</h4><table><thead><tr><th>data</th><th>sha256</th></tr></thead>"
                      f"<tbody>{hashes}</tbody></table>")
     if timings:
-        total = sum(a.timings.values())
+        # "total" is the audit's whole wall time, not one more step to add up.
+        total = a.timings.get("total", sum(a.timings.values()))
         parts.append(f'<h4>Timings (total {_duration(total)})</h4><table><thead><tr><th>step</th>'
                      f'<th class="num">seconds</th></tr></thead><tbody>{timings}</tbody></table>')
     parts.append(f"<h4>Parameters</h4>{_json_pre(a.params)}")
-    if a.judge:
-        parts.append(f"<h4>Judge identity</h4>{_json_pre(a.judge)}")
+    if a.judge and (a.judge.identity or a.judge.rules or a.judge.details):
+        parts.append(f"<h4>Judge identity</h4>{_json_pre(a.judge.model_dump(mode='json'))}")
     if a.judge_agreement:
         parts.append(f"<h4>Judge agreement</h4>{_json_pre(a.judge_agreement)}")
     return (f"<details><summary>Provenance of <code>{_e(a.audit)}</code>: parameters, judge, data, timings"
