@@ -15,24 +15,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import catalog
 from .audits import REGISTRY, get_audit
 from .audits.base import PROFILES
 from .errors import DataError, UsageError
 from .judges.factory import JudgeSpec, make_judge
 from .records import now_iso, package_versions, stable_hash
-from .results import AuditResult
+from .results import AuditResult, RunResults
 
 if TYPE_CHECKING:
     from .backends.base import ModelAdapter
     from .judges.base import Judge
-    from .reports.run import RunResults
 
-# Short names for the command line.
-ALIASES = {"bias": "persona_bias", "drift": "ooc_drift", "leakage": "ci_leakage", "memory": "memory_injection",
-           "localization": "persona_localization", "vectors": "persona_vectors", "refusal": "user_persona_refusal",
-           "compare": "release_comparison", "release": "release_comparison"}
-QUICK_AUDITS = ("persona_localization", "persona_vectors", "user_persona_refusal", "persona_bias", "ooc_drift",
-                "ci_leakage", "memory_injection")
+# Short names for the command line and the default audits, from the one audit table.
+ALIASES = dict(catalog.ALIASES)
+QUICK_AUDITS = catalog.DEFAULT_AUDITS
 
 
 #: The run's judge as written under ``[judge]`` in ``audit.toml`` (see `personascope.judges.factory`).
@@ -138,7 +135,7 @@ def run_audits(
     and the run goes on; finished audits are reused on a rerun with the same model and parameters.
     """
     from .models import load_model
-    from .reports import RunResults, write_report
+    from .reports import write_report
 
     out = Path(cfg.out)
     (out / "audits").mkdir(parents=True, exist_ok=True)

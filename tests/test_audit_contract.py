@@ -8,35 +8,19 @@ import pytest
 
 from personascope.audits import REGISTRY, get_audit
 from personascope.audits.base import Audit
+from personascope.catalog import CATALOG
 from personascope.errors import UsageError
+from personascope.reports import render_audit_fragment
 from personascope.results import AuditResult
 
-# Smallest sizes that exercise every code path of each audit on the tiny random model.
-TINY: dict[str, dict] = {
-    "persona_localization": {"personas": ("liberal", "neurotic", "extravert"), "n_per_persona": 6, "folds": 2,
-                             "probes": ("logreg",)},
-    "persona_vectors": {"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
-                        "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3},
-    "user_persona_refusal": {"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6},
-    "persona_bias": {"n_questions": 6, "personas": ("a man", "a woman"), "human_controls": ("a human",),
-                     "assistant_controls": 2, "generation_questions": 3, "max_new_tokens": 4, "n_boot": 50,
-                     "n_examples": 2},
-    "ooc_drift": {"traits": ("extraversion",), "levels": ("high", "low"), "tasks": ("post",), "n_prompts": 2,
-                  "runs": 2, "max_new_tokens": 12, "reply_tokens": 12, "turns": 3, "conversation_runs": 2,
-                  "n_vector_questions": 4},
-    "ci_leakage": {"n_users": 1, "contexts": ("counsellor", "landlord_rent"), "n_trials": 2,
-                   "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5},
-    "memory_injection": {"n_tasks": 3, "queries_per_task": 1, "poison_copies": (1,), "rounds": 2,
-                         "max_new_tokens": 4},
-    # The candidate is the tiny model itself (filled in by the test): every shift must be exactly zero.
-    "release_comparison": {"candidate": "{tiny_model_dir}", "traits": ("evil",), "n_questions": 2,
-                           "n_instructions": 1, "n_prompts": 4, "max_new_tokens": 3, "judge_questions": 2,
-                           "refusal_requests": 3, "bias_questions": 4, "n_boot": 50},
-}
+# Smallest sizes that exercise every code path of each audit on the tiny random model (the catalog's table).
+TINY: dict[str, dict] = {e.name: dict(e.tiny) for e in CATALOG}
 
 
 def test_every_registered_audit_has_tiny_params():
-    assert set(TINY) == set(REGISTRY)
+    assert set(REGISTRY) == {e.name for e in CATALOG} and all(TINY.values())
+    for e in CATALOG:
+        assert set(e.tiny) <= set(get_audit(e.name).fields()), e.name
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -77,5 +61,5 @@ def test_audit_runs_and_returns_a_complete_result(name, tiny_nn, tiny_model_dir)
         assert f.metric is None or f.metric in keys, f"finding points at unknown metric {f.metric}"
     text = res.to_json()
     assert AuditResult.from_dict(json.loads(text)).to_json() == text
-    html = res._repr_html_()
+    html = render_audit_fragment(res)
     assert name in html or res.title in html

@@ -305,18 +305,29 @@ def test_gate_outcome_shows_in_report() -> None:
     assert "Release gate: PASS" in render_report(run, passing)
 
 
+def _ipython():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import personascope
+
+    shell = InteractiveShell.instance()
+    assert personascope.register_display(shell)
+    return shell
+
+
 def test_audit_fragment_and_notebook_reprs() -> None:
     result = bias_result()
     fragment = render_audit_fragment(result)
     assert fragment.startswith('<div class="psc"><style>') and "<html" not in fragment
-    assert result._repr_html_() == fragment
+    shell = _ipython()
+    assert shell.display_formatter.format(result)[0]["text/html"] == fragment  # Jupyter's inline display
     assert "Provenance of <code>persona_bias</code>" in fragment and "0f1e2d3c4b5a6978" in fragment
     assert len(_svgs(fragment)) == 1
     # every metric is in the metrics table with its CI and n
     for m in result.metrics:
         assert f"<code>{m.name}</code>" in fragment
     assert fragment.count('<tr class="flag">') == 2  # the two metrics findings cite
-    run_html = make_run()._repr_html_()
+    run_html = shell.display_formatter.format(make_run())[0]["text/html"]
     assert run_html.startswith('<div class="psc">') and "Risk summary" in run_html
 
 

@@ -1,7 +1,8 @@
 """Audits: frozen parameter dataclasses with ``run(model) -> AuditResult``, in one registry.
 
-`REGISTRY` maps each audit name to ``"module:Class"``; modules import lazily so that listing
-audits (or rendering a report) never loads torch.
+`REGISTRY` maps each audit name to ``"module:Class"``, read from the one audit table in
+`personascope.catalog`; modules import lazily so that listing audits (or rendering a report)
+never loads torch.
 """
 
 from __future__ import annotations
@@ -9,22 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ..catalog import CATALOG
 from ..errors import UsageError
 
 if TYPE_CHECKING:
     from .base import Audit
 
-REGISTRY: dict[str, str] = {
-    "persona_localization": "personascope.audits.interp:LocalizationAudit",
-    "persona_vectors": "personascope.audits.interp:PersonaVectorAudit",
-    "user_persona_refusal": "personascope.audits.interp:UserPersonaRefusalAudit",
-    "persona_bias": "personascope.audits.bias:PersonaBiasAudit",
-    "ooc_drift": "personascope.audits.drift:OOCDriftAudit",
-    "ci_leakage": "personascope.audits.leakage:CILeakageAudit",
-    "memory_injection": "personascope.audits.memory:MemoryInjectionAudit",
-    # Needs a second model (param ``candidate``); not in the default run (see runner.QUICK_AUDITS).
-    "release_comparison": "personascope.audits.release:ReleaseComparisonAudit",
-}
+REGISTRY: dict[str, str] = {e.name: e.target for e in CATALOG}
 
 
 def get_audit(name: str) -> type[Audit]:

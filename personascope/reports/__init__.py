@@ -5,10 +5,10 @@ one self-contained HTML file; `evaluate`/`gate_main` check it against a TOML pol
 JUnit XML output (`write_junit`).
 """
 
-from .gate import Check, GateOutcome, Policy, evaluate, gate_main, load_policy, parse_policy
+from ..results import RESULTS_FILE, Check, GateOutcome, RunResults
+from .gate import Policy, evaluate, gate_main, load_policy, parse_policy
 from .html import render_audit_fragment, render_report, render_run_fragment, write_report
 from .junit import to_junit, write_junit
-from .run import RESULTS_FILE, RunResults
 
 __all__ = ["RESULTS_FILE", "Check", "GateOutcome", "Policy", "RunResults", "evaluate", "gate_main", "load_policy",
            "parse_policy", "render_audit_fragment", "render_report", "render_run_fragment", "to_junit",

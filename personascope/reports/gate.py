@@ -39,8 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import DataError, PersonascopeError, UsageError
 from ..records import stable_hash
-from ..results import SEVERITY_ORDER, AuditResult, Metric, Severity
-from .run import RunResults
+from ..results import SEVERITY_ORDER, AuditResult, Check, GateOutcome, Metric, RunResults, Severity, format_number
 
 USE = ("value", "ci_low", "ci_high")
 MISSING = ("fail", "skip")
@@ -249,96 +248,9 @@ def _check_rule(rule: Rule, where: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ outcome
-class Check(BaseModel):
-    """One checked rule against one metric (or one audit's findings, or one baseline comparison).
-
-    ``status`` is ``pass``, ``fail`` (blocks the release), ``warn`` (failed, but below the policy's
-    ``fail_severity``) or ``skip`` (the result was missing and the policy says to skip).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    rule: str
-    kind: Literal["threshold", "findings", "baseline"]
-    audit: str
-    metric: str
-    observed: float | None
-    threshold: float | None
-    op: str = ""
-    passed: bool
-    status: Literal["pass", "fail", "warn", "skip"]
-    reason: str = ""
-    severity: Severity = "high"
-    description: str = ""
-
-
-class GateOutcome(BaseModel):
-    """All checks of a policy against a run; ``passed`` when no check has status ``fail``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policy: str
-    policy_hash: str
-    baseline: str | None = None
-    checks: list[Check] = Field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """True when no check blocks the release."""
-        return not any(c.status == "fail" for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        """Checks that block the release."""
-        return [c for c in self.checks if c.status == "fail"]
-
-    @property
-    def warnings(self) -> list[Check]:
-        """Checks that failed below the policy's ``fail_severity``."""
-        return [c for c in self.checks if c.status == "warn"]
-
-    def counts(self) -> dict[str, int]:
-        """Number of checks per status."""
-        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "warn", "skip")}
-
-    def for_audit(self, audit: str) -> list[Check]:
-        """The checks of one audit."""
-        return [c for c in self.checks if c.audit == audit]
-
-    def summary(self) -> str:
-        """One line: verdict and counts."""
-        c = self.counts()
-        verdict = "PASS" if self.passed else "FAIL"
-        return (f"gate {verdict} ({self.policy}): {c['pass']} passed, {c['fail']} failed, {c['warn']} warnings, "
-                f"{c['skip']} skipped of {len(self.checks)} checks")
-
-    def to_text(self, all_checks: bool = False) -> str:
-        """A plain-text table of the failed, warned and skipped checks (all with ``all_checks``) and why."""
-        rows = [c for c in self.checks if all_checks or c.status != "pass"]
-        lines = [self.summary()]
-        if rows:
-            head = ("status", "audit", "check", "observed", "threshold", "reason")
-            table = [head] + [(c.status.upper(), c.audit, c.rule, _fmt(c.observed),
-                               f"{c.op} {_fmt(c.threshold)}".strip(), c.reason) for c in rows]
-            widths = [min(48, max(len(r[k]) for r in table)) for k in range(len(head) - 1)]
-            for r in table:
-                cells = [r[k][:48].ljust(widths[k]) for k in range(len(head) - 1)]
-                lines.append("  ".join([*cells, r[-1]]).rstrip())
-        return "\n".join(lines)
-
-
 _TOL = 1e-9
 
 
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if float(v).is_integer() and abs(v) < 1e9:
-        return str(int(v))
-    return f"{v:.4g}"
-
-
-# ------------------------------------------------------------------------------------------ evaluation
 def _value(m: Metric, use: str) -> float | None:
     v = getattr(m, use)
     return float(v) if v is not None and math.isfinite(v) else None
@@ -402,7 +314,7 @@ def _rule_checks(rule: Rule, run: RunResults, policy: Policy) -> list[Check]:
     key = f"{name}[{group}]" if group else name
 
     def label(op: str, t: float, metric_key: str) -> str:
-        base = rule.name or f"{metric_key}: {rule.use} {op} {_fmt(t)}"
+        base = rule.name or f"{metric_key}: {rule.use} {op} {format_number(t)}"
         return base if not rule.name or len(bounds) == 1 else f"{base} ({'min' if op == '>=' else 'max'})"
 
     audit = by_name.get(rule.audit)
@@ -433,8 +345,8 @@ def _rule_checks(rule: Rule, run: RunResults, policy: Policy) -> list[Check]:
             # min 0.5) passes: the difference is an artefact of summation order, not of the model.
             tol = _TOL * max(1.0, abs(t))
             ok = observed >= t - tol if op == ">=" else observed <= t + tol
-            reason = "" if ok else (f"{rule.use} {_fmt(observed)} {'below' if op == '>=' else 'above'} "
-                                    f"{'min' if op == '>=' else 'max'} {_fmt(t)}")
+            reason = "" if ok else (f"{rule.use} {format_number(observed)} {'below' if op == '>=' else 'above'} "
+                                    f"{'min' if op == '>=' else 'max'} {format_number(t)}")
             out.append(Check(rule=label(op, t, m.key), kind="threshold", audit=rule.audit, metric=m.key,
                              observed=observed, threshold=t, op=op, passed=ok,
                              status=_status(ok, rule.severity, policy), reason=reason, severity=rule.severity,
@@ -456,7 +368,7 @@ def _baseline_checks(run: RunResults, base: RunResults, policy: Policy) -> list[
             if bp.metrics is not None and m.key not in bp.metrics and f"{old.audit}.{m.key}" not in bp.metrics:
                 continue
             tol = bp.tolerances.get(f"{old.audit}.{m.key}", bp.tolerances.get(m.key, bp.tolerance))
-            label = f"{m.key}: no regression > {_fmt(tol)}{' x baseline' if bp.relative else ''}"
+            label = f"{m.key}: no regression > {format_number(tol)}{' x baseline' if bp.relative else ''}"
             cur = new.metrics_by_key().get(m.key) if new is not None else None
             if cur is None or _value(cur, "value") is None:
                 where = f"audit {old.audit!r} not in results" if new is None else f"metric {m.key!r} not in results"
@@ -482,14 +394,15 @@ def _compare(label: str, old: AuditResult, new: AuditResult, m: Metric, cur: Met
     allowed = tol * abs(float(m.value)) if bp.relative else tol  # type: ignore[arg-type]
     ok = worse_by <= allowed + 1e-12
     direction = "higher" if m.higher_is_worse else "lower"
-    reason = "" if ok else (f"worse than baseline by {_fmt(worse_by)} ({_fmt(float(m.value))} -> "  # type: ignore[arg-type]
-                            f"{_fmt(float(cur.value))}, {direction} is worse; allowed {_fmt(allowed)})")  # type: ignore[arg-type]
+    was, now = format_number(float(m.value)), format_number(float(cur.value))  # type: ignore[arg-type]
+    reason = "" if ok else (f"worse than baseline by {format_number(worse_by)} ({was} -> {now}, {direction} is worse; "
+                            f"allowed {format_number(allowed)})")
     if not ok and old.params_hash and new.params_hash and old.params_hash != new.params_hash:
         reason += "; note: audit parameters differ from the baseline's"
     return Check(rule=label, kind="baseline", audit=new.audit, metric=m.key, observed=float(cur.value),  # type: ignore[arg-type]
                  threshold=float(m.value) + sign * allowed, op="<=" if m.higher_is_worse else ">=",  # type: ignore[arg-type]
                  passed=ok, status=_status(ok, bp.severity, policy), reason=reason, severity=bp.severity,
-                 description=f"baseline {_fmt(float(m.value))}")  # type: ignore[arg-type]
+                 description=f"baseline {format_number(float(m.value))}")  # type: ignore[arg-type]
 
 
 def evaluate(run: RunResults, policy: Policy, baseline: RunResults | None = None,

@@ -15,16 +15,25 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..audits import REGISTRY
+from ..catalog import ORDER as _AUDIT_ORDER
 from ..records import ModelInfo
-from ..results import SEVERITY_ORDER, AuditResult, Finding, JudgeRecord, Metric, Plot, Table
+from ..results import (
+    RESULTS_FILE,
+    SEVERITY_ORDER,
+    AuditResult,
+    Check,
+    Finding,
+    GateOutcome,
+    JudgeRecord,
+    Metric,
+    Plot,
+    RunResults,
+    Table,
+)
 from .charts import render_plot, value_label
-from .gate import Check, GateOutcome
-from .run import RESULTS_FILE, RunResults
 
 REPORT_FILE = "report.html"
 RISK_LEVELS = ("none", "info", "low", "medium", "high", "critical")
-_AUDIT_ORDER = {name: i for i, name in enumerate(REGISTRY)}
 _STATUS_ORDER = {"fail": 0, "warn": 1, "skip": 2, "pass": 3}
 
 CSS = """

@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .gate import Check, GateOutcome
+from ..results import Check, GateOutcome
 
 # Characters outside the XML 1.0 Char production (control characters other than tab/LF/CR, ...).
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
