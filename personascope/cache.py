@@ -177,7 +177,7 @@ def steer_signature(model: ModelAdapter, extra: Any) -> list[Any]:
     """The active steering of ``model`` plus ``extra`` as JSON (vectors by content hash), for cache keys."""
     from .backends.base import Steer
 
-    steers = list(model._steers)
+    steers = list(model.active_steers)
     if extra is not None:
         steers += [extra] if isinstance(extra, Steer) else list(extra)
     return [{"site": str(s.site), "coeff": float(s.coeff), "positions": s.positions,

@@ -127,12 +127,14 @@ def _result_key(old: AuditResult, audit: Any) -> dict[str, Any]:
 
 
 def run_audits(
-    cfg: RunConfig, *, model: ModelAdapter | None = None, progress: bool = True, log: Any = print
+    cfg: RunConfig, *, model: ModelAdapter | None = None, progress: bool = True, log: Any = print,
+    raise_errors: bool = False,
 ) -> RunResults:
     """Run every audit of ``cfg``, saving each result as it finishes; write results.json and report.html.
 
     An audit that fails is recorded in ``errors`` (the traceback goes to ``OUT/audits/<name>.error.txt``)
-    and the run goes on; finished audits are reused on a rerun with the same model and parameters.
+    and the run goes on, unless ``raise_errors`` (then its exception propagates, typed); finished audits
+    are reused on a rerun with the same parameters, model, judge and personascope version.
     """
     from .models import load_model
     from .reports import write_report
@@ -175,6 +177,8 @@ def run_audits(
                 raise
             except Exception as exc:  # one broken audit must not lose the others
                 err_path.write_text(traceback.format_exc(), encoding="utf-8")
+                if raise_errors:
+                    raise
                 run.errors[audit.name] = f"{type(exc).__name__}: {exc} (traceback: {err_path})"
                 log(f"[{audit.name}] FAILED: {exc}")
                 continue

@@ -224,7 +224,7 @@ def collect(
         if isinstance(positions, str | Position)
         else [parse_position(p) for p in positions]
     )
-    if model._steers:
+    if model.active_steers:
         # Steered activations must never be served from (or written to) the unsteered cache.
         cache = False
     root: Path | None = None

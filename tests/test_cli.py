@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -174,3 +175,52 @@ def test_vector_monitor_and_flag_write_json_and_png(tiny_model_dir, tmp_path, mo
     assert main(["vector", "flag", "--model", str(tiny_model_dir), "--vector", str(vpath), "--layer", "2",
                  "--data", str(prompts), "--out", str(tmp_path / "x")]) == 2
     assert "no 'response'" in capsys.readouterr().err
+
+
+
+def _fake_comparison_run(shift_frac):
+    """A run_audits stand-in: one release_comparison result whose shift_frac is (value, ci_low)."""
+    from personascope.reports import RunResults
+    from personascope.results import AuditResult, Metric
+
+    value, low = shift_frac
+
+    def run_audits(cfg, *, model=None, progress=True, log=print, raise_errors=False):
+        metric = Metric(name="shift_frac", group="evil", value=value, ci_low=low, ci_high=value + 0.1,
+                        higher_is_worse=True)
+        return RunResults(name=cfg.name, audits=[AuditResult(audit="release_comparison", metrics=[metric])])
+
+    return run_audits
+
+
+@pytest.mark.parametrize(("shift_frac", "verdict", "code"), [((0.9, 0.6), "FAIL", 1), ((0.01, -0.05), "PASS", 0)])
+def test_compare_exit_code_follows_the_printed_verdict(tiny_model_dir, tmp_path, monkeypatch, capsys, shift_frac,
+                                                       verdict, code):
+    """The release policy fails a shift_frac whose CI low end is above 0.15; compare must exit as gate does."""
+    import personascope.runner
+
+    monkeypatch.setattr(personascope.runner, "run_audits", _fake_comparison_run(shift_frac))
+    rc = main(["compare", "--base", str(tiny_model_dir), "--candidate", str(tiny_model_dir), "--traits", "evil",
+               "--out", str(tmp_path / "out"), "--quiet"])
+    out = capsys.readouterr().out
+    assert f"gate {verdict} (release)" in out
+    assert rc == code
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """The reader is gone before the first write: no traceback, the exit code of a SIGPIPE'd tool."""
+    proc = subprocess.Popen([sys.executable, "-m", "personascope.cli", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
+def test_models_piped_into_head_exits_0_without_traceback():
+    script = Path(sys.executable).with_name("personascope")  # the installed entry point, personascope.cli:main
+    cli = f'"{script}"' if script.exists() else f'"{sys.executable}" -m personascope.cli'
+    res = subprocess.run(["sh", "-c", f"{cli} models | head -1"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert len(res.stdout.splitlines()) == 1
+    assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr

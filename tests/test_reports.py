@@ -439,13 +439,6 @@ def test_nice_ticks_cover_the_range(lo: float, hi: float) -> None:
     assert len(set(labels)) == len(labels)  # distinct ticks get distinct labels
 
 
-def test_svg_line_chart_still_works() -> None:
-    from personascope.reports.svg import line_chart
-
-    svg = line_chart([0, 1, 2], {"acc" + XSS: [0.1, 0.5, 0.9]}, title="t", y_range=(0.0, 1.0))
-    assert ET.fromstring(svg).tag == f"{SVG_NS}svg" and XSS not in svg
-
-
 def test_wall_time_is_the_audits_total_not_total_plus_steps() -> None:
     a = AuditResult(audit="ci_leakage", model=MODEL, timings={"generate": 184.0, "judge": 6.0, "total": 190.0})
     html = render_audit_fragment(a)

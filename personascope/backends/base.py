@@ -570,6 +570,11 @@ class ModelAdapter(ABC):
         finally:
             self._steers = before
 
+    @property
+    def active_steers(self) -> tuple[Steer, ...]:
+        """The steering in force now (from enclosing `steer` blocks), innermost last."""
+        return tuple(self._steers)
+
     # ------------------------------------------------------------------ backend primitives
     @abstractmethod
     def _forward(

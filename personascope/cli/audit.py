@@ -1,0 +1,198 @@
+"""``personascope audit`` (a config's audits), ``compare`` (a release candidate vs its base) and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .exits import ExitCode
+from .options import (
+    SharedOptions,
+    Subparsers,
+    add_command,
+    judge_overrides,
+    out_option,
+    quiet_loading,
+)
+
+AUDIT_DESCRIPTION = ("Run audits and write results.json + report.html (resumable: finished audits are reused). "
+                     "Every flag overrides the config file; unset, the config's value applies.")
+
+
+def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions) -> None:
+    """Add the ``audit``, ``compare`` and ``demo`` commands to ``sub`` (``audit`` takes ``from_config``'s flags)."""
+    p = add_command(sub, "audit", "run audits and write results.json + report.html (resumable)",
+                    parents=[from_config.model, from_config.judge, shared.quiet,
+                             out_option("personascope_out", what="results.json, report.html, audits/",
+                                        from_config=True)],
+                    description=AUDIT_DESCRIPTION)
+    p.add_argument("audits", nargs="*", metavar="AUDIT",
+                   help="audits to run (default: those of the config; short names: bias, drift, leakage, memory, "
+                        "localization, vectors, refusal)")
+    p.add_argument("--config", help="audit.toml, or the built-in 'quick' or 'full' (model, profile, judge, audits "
+                                    "and their parameters)")
+    p.add_argument("--profile", default=None, choices=["quick", "full"],
+                   help="time budget profile (default: the config's, else quick)")
+    p.add_argument("--seed", type=int, default=None, help="(default: the config's, else 0)")
+    p.add_argument("--policy", default=None, help="gate policy shown in the report (name or TOML file)")
+    p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
+                   help="override one audit parameter (VALUE is TOML: 3, 0.5, true, \"text\", [1, 2]; repeatable)")
+    p.set_defaults(handler=run_audit)
+
+    p = add_command(sub, "compare", "release comparison: persona shifts from a base model to a candidate",
+                    parents=[shared.runtime, shared.judge, shared.quiet, out_option("compare_out", what=(
+                        "results.json, report.html"))],
+                    description="Release comparison: persona shifts from a base model to a candidate, with the "
+                                f"verdict of a gate policy (exit {ExitCode.OK} PASS, {ExitCode.FAIL} FAIL, "
+                                f"{ExitCode.USAGE} usage error).")
+    p.add_argument("--base", required=True, help="the base model: alias, Hugging Face id, local folder or .gguf")
+    p.add_argument("--candidate", required=True, help="the release candidate (same architecture, e.g. a fine-tune)")
+    p.add_argument("--traits", default=None, help="comma list of trait names or trait files (default: the profile's)")
+    p.add_argument("--vector-dir", default=None, help="folder of vectors from 'vector extract' (default: extract)")
+    p.add_argument("--data", default=None, help="fine-tuning data to flag (JSONL with messages or prompt/response)")
+    p.add_argument("--profile", default="quick", choices=["quick", "full"], help="sizes")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any release_comparison parameter, e.g. --param judge_questions=0 (repeatable)")
+    p.add_argument("--policy", default="release", help="gate policy for the verdict")
+    p.set_defaults(handler=run_compare)
+
+    p = add_command(sub, "demo", "the main job: every default audit at quick-profile sizes on the embedded model",
+                    parents=[shared.model, shared.judge, shared.quiet,
+                             out_option("demo_out", what="results.json, report.html, audits/")],
+                    description="The main job (what `make demo` runs): `personascope audit --config quick`, every "
+                                "default audit at its quick-profile sizes, resumable, with the report.")
+    p.add_argument("--seed", type=int, default=0, help="seed of every audit")
+    p.set_defaults(handler=run_demo)
+
+
+def _toml_value(text: str) -> Any:
+    """``text`` read as a TOML value (3, 0.5, true, "x", [1, 2]); a bare word is the string itself."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """``personascope audit``: the config's audits (or the named ones) on the config's model; exit 1 if one failed."""
+    from ..errors import UsageError
+    from ..runner import ALIASES, load_config, run_audits
+
+    overrides = {"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
+                 "batch_size": args.batch_size, "profile": args.profile, "seed": args.seed, "policy": args.policy,
+                 "out": args.out}
+    cfg = load_config(args.config, **overrides)
+    judge = judge_overrides(args)
+    if judge:
+        cfg.judge = cfg.judge.model_copy(update=judge)  # validated with the whole config below
+    if args.audits:
+        names = [ALIASES.get(a, a) for a in args.audits]
+        cfg.audits = {n: cfg.audits.get(n, {}) for n in names}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        audit, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise UsageError(f"--param {item!r}: use AUDIT.KEY=VALUE, e.g. bias.n_questions=40")
+        cfg.audits.setdefault(ALIASES.get(audit, audit), {})[name] = _toml_value(value)
+    cfg = load_config(None, **cfg.model_dump())  # validate the overridden config as a whole
+    with quiet_loading(args.quiet):
+        run = run_audits(cfg, progress=not args.quiet, log=_log)
+    out = Path(cfg.out)
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
+    if run.errors:
+        print(f"{len(run.errors)} audit(s) failed: {', '.join(run.errors)}; see the report", file=sys.stderr)
+        return ExitCode.FAIL
+    return ExitCode.OK
+
+
+def _compare_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The release_comparison parameters of ``compare``'s flags, with each named input checked (typed errors)."""
+    from ..errors import DataError, UsageError
+    from ..steering.compare import load_sft_samples
+    from ..steering.traits import load_trait
+
+    params: dict[str, Any] = {"candidate": args.candidate}
+    if args.traits:
+        params["traits"] = [t.strip() for t in args.traits.split(",") if t.strip()]
+        for trait in params["traits"]:
+            load_trait(trait)
+    if args.vector_dir:
+        if not Path(args.vector_dir).is_dir():
+            raise DataError(f"{args.vector_dir}: no such vector folder (--vector-dir)")
+        params["vector_dir"] = args.vector_dir
+    if args.data:
+        load_sft_samples(args.data)
+        params["data"] = args.data
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--param {item!r}: use KEY=VALUE, e.g. judge_questions=0")
+        params[key] = _toml_value(value)
+    return params
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``personascope compare``: the release_comparison audit on the base, and the policy's verdict as exit code.
+
+    Bad input raises a typed error before the long run (the policy, both model specs, the traits and the
+    data file are read first); errors inside the audit (a candidate of another architecture, a vector
+    made for another model) propagate typed from the runner, so they are usage errors too.
+    """
+    from ..models import resolve
+    from ..reports import evaluate, load_policy
+    from ..runner import load_config, run_audits
+
+    policy = load_policy(args.policy)
+    resolve(args.base)
+    resolve(args.candidate)
+    params = _compare_params(args)
+    cfg = load_config(None, model=args.base, backend=args.backend, device=args.device, dtype=args.dtype,
+                      batch_size=args.batch_size, profile=args.profile, out=args.out, policy=args.policy,
+                      name=f"release comparison: {args.base} -> {args.candidate}",
+                      audits={"release_comparison": params}, judge=judge_overrides(args))
+    with quiet_loading(args.quiet):
+        # raise_errors: a mismatched candidate or a bad vector file is a typed error (exit 2), not a failed run.
+        run = run_audits(cfg, progress=not args.quiet, log=_log, raise_errors=True)
+    out = Path(cfg.out)
+    if run.errors:
+        print(f"personascope: error: {run.errors['release_comparison']}", file=sys.stderr)
+        return ExitCode.FAIL
+    res = run.audit("release_comparison")
+    for m in res.metrics:
+        if m.name in ("shift_frac", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta", "flag_auroc"):
+            has_ci = m.ci_low is not None and m.ci_high is not None
+            ci = f" (95% CI {m.ci_low:+.3f}..{m.ci_high:+.3f})" if has_ci else ""
+            print(f"{m.key:32s} {m.value:+.3f}{ci}" if m.value is not None else f"{m.key:32s} -")
+    outcome = evaluate(run, policy)
+    print(outcome.to_text())
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}; gate it in CI with: "
+          f"personascope gate {out / 'results.json'} --policy {args.policy}")
+    # The exit code is the printed verdict's, as with `personascope gate`.
+    return ExitCode.OK if outcome.passed else ExitCode.FAIL
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``personascope demo``: the quick config's audits on ``--model`` (the embedded model by default)."""
+    from ..runner import load_config, run_audits
+
+    cfg = load_config("quick", model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                      batch_size=args.batch_size, seed=args.seed, out=args.out)
+    judge = judge_overrides(args)
+    if judge:
+        cfg = load_config(None, **{**cfg.model_dump(), "judge": {**cfg.judge.model_dump(), **judge}})
+    with quiet_loading(args.quiet):
+        run = run_audits(cfg, progress=not args.quiet, log=_log)
+    out = Path(cfg.out)
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
+    if run.errors:
+        print(f"{len(run.errors)} audit(s) did not finish: {', '.join(run.errors)}; see the report", file=sys.stderr)
+        return ExitCode.FAIL
+    return ExitCode.OK

@@ -1,0 +1,49 @@
+"""``personascope report`` (re-render a report) and ``personascope gate`` (a policy's verdict as exit code)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .exits import ExitCode
+from .options import SharedOptions, Subparsers, add_command, out_option
+
+
+def register(sub: Subparsers, shared: SharedOptions) -> None:
+    """Add the ``report`` and ``gate`` commands to ``sub`` (neither loads a model)."""
+    p = add_command(sub, "report", "re-render report.html from results.json (no model needed)",
+                    parents=[out_option(what="report.html (default: next to results.json)")])
+    p.add_argument("results", help="results.json or its folder")
+    p.add_argument("--policy", default=None, help="also show the gate verdict of this policy")
+    p.set_defaults(handler=run_report)
+
+    codes = f"exit {ExitCode.OK} pass, {ExitCode.FAIL} fail, {ExitCode.USAGE} usage error"
+    p = add_command(sub, "gate", f"check results.json against a policy; {codes}",
+                    description=f"Check results.json against a policy: {codes} (bad policy or results file).")
+    p.add_argument("results", help="results.json or its folder")
+    p.add_argument("--policy", default="default", help="policy TOML file or built-in name")
+    p.add_argument("--baseline", default=None, help="previous results.json: fail on regressions")
+    p.add_argument("--junit", default=None, metavar="FILE", help="write JUnit XML here")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every check, not only failures")
+    p.set_defaults(handler=run_gate)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``personascope report``: report.html from a results file, with a policy's verdict if one is named."""
+    from ..reports import RunResults, evaluate, load_policy, write_report
+
+    run = RunResults.load(args.results)
+    src = Path(args.results)
+    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
+    gate = evaluate(run, load_policy(args.policy)) if args.policy else None
+    _, report = write_report(run, out, gate)
+    print(f"wrote {report}")
+    return ExitCode.OK
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    """``personascope gate``: the verdict of a policy on a results file, as the exit code."""
+    from ..reports import gate_main
+
+    return ExitCode(gate_main(args.results, args.policy, junit_path=args.junit, baseline_path=args.baseline,
+                              verbose=args.verbose))
