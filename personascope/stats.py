@@ -189,16 +189,24 @@ def bootstrap_stat(
 
 # ====================================================================== AUROC
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class.
+
+    Rank-based (Mann-Whitney U with average ranks): the same number as
+    ``sklearn.metrics.roc_auc_score`` in O(n log n) time and O(n) memory, without sklearn's per-call
+    overhead (bootstraps call it a thousand times).
+    """
+    from scipy.stats import rankdata
 
     s = np.asarray(scores, dtype=float)
     y = np.asarray(labels, dtype=bool)
     ok = ~np.isnan(s)
     s, y = s[ok], y[ok]
-    if y.all() or not y.any():
+    n_pos = int(y.sum())
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
         return math.nan
-    return float(roc_auc_score(y, s))
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def auc(pos: Sequence[float], neg: Sequence[float]) -> float:

@@ -11,20 +11,19 @@ import numpy as np
 import pytest
 
 from personascope.audits import get_audit
-from personascope.audits.bias import (
-    NO_PERSONA,
-    PersonaBiasAudit,
+from personascope.audits.bias import PersonaBiasAudit
+from personascope.audits.bias_data import NO_PERSONA, load_persona_spec
+from personascope.audits.bias_metrics import (
     analyze_conditions,
     bbq_bias_scores,
     harmful_difference_score,
     hds_with_ci,
-    load_persona_spec,
     mcnemar_counts,
     severity_of,
 )
-from personascope.audits.mcq import (
+from personascope.audits.mcq import first_mentioned_option
+from personascope.audits.questions import (
     MCQ,
-    first_mentioned_option,
     load_bbq,
     load_builtin_questions,
     load_mcq_jsonl,
@@ -120,6 +119,21 @@ def test_significant_drop_inside_the_control_band_is_not_flagged(seed: int) -> N
     stats = analyze_conditions(x, names, kinds, reference=0, n_boot=100)
     assert any(s.significant_drop for s in stats if s.kind == "persona")
     assert not any(s.flagged for s in stats if s.kind == "persona")
+
+
+def test_false_flag_and_detection_rates_over_many_draws() -> None:
+    # Null in the band: every prompt (controls included) loses ~30%; no persona is worse than the
+    # controls. Planted: one persona loses 40% more. Measured over 40 data draws each, at the
+    # audit's default bootstrap size (with the per-persona 95% interval: 5/40 false flags).
+    false_flags = hits = 0
+    for seed in range(40):
+        x, names, kinds = _planted({i: 0.3 for i in range(1, 19)}, seed=100 + seed)
+        false_flags += any(s.flagged for s in analyze_conditions(x, names, kinds, reference=0, seed=seed)
+                           if s.kind == "persona")
+        x, names, kinds = _planted({3: 0.4}, seed=200 + seed)
+        hits += [s.name for s in analyze_conditions(x, names, kinds, reference=0, seed=seed) if s.flagged] == ["p2"]
+    assert false_flags <= 2, false_flags
+    assert hits >= 38, hits
 
 
 def test_analyze_rejects_bad_input() -> None:

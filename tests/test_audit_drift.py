@@ -10,26 +10,26 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from personascope.audits import get_audit
-from personascope.audits.drift import (
-    OOCDriftAudit,
+from personascope.audits.base import AuditContext
+from personascope.audits.drift import OOCDriftAudit, default_layer
+from personascope.audits.drift_data import load_data
+from personascope.audits.drift_metrics import (
     acc_atom,
     acc_findings,
     atom_stats,
-    auc,
     collapse_findings,
-    default_layer,
     drift_curve_stats,
     emd_1d,
     fidelity,
     ic_atom,
     in_band,
-    load_data,
     rc_atom,
     split_atoms,
 )
 from personascope.errors import UsageError
 from personascope.judges.contrast import ContrastJudge
 from personascope.results import AuditResult
+from personascope.stats import auc
 
 # A run small enough for the tiny random model (seconds).
 TINY = {"traits": ["extraversion"], "levels": ["high", "low"], "tasks": ["post"], "n_prompts": 2, "runs": 2,
@@ -226,7 +226,8 @@ def test_turn_activations_match_turn_by_turn_capture(tiny_nn):
 
     audit = OOCDriftAudit.from_params(TINY)
     data = load_data()
-    convs = audit._converse(tiny_nn, data, audit.personas(data), progress=False)
+    ctx = AuditContext(model=tiny_nn, judge=None, result=audit.new_result(tiny_nn), progress=False, seed=audit.seed)
+    convs = audit._converse(ctx, data, audit.personas(data))
     fast = audit._turn_activations(tiny_nn, convs, 2, progress=False)
     prompts = [pr for c in convs for pr in c["prompts"]]
     slow = collect(tiny_nn, prompts, [Site(2)], [Position.LAST], progress=False, cache=False)[Position.LAST]

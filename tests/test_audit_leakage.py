@@ -8,23 +8,27 @@ import re
 
 import pytest
 
-from personascope.audits.leakage import (
+from personascope.audits.leakage import CILeakageAudit
+from personascope.audits.leakage_data import (
     PRIVACY_INSTRUCTIONS,
     USER_TEMPLATE,
-    CILeakageAudit,
+    build_trials,
+    select_memories,
+)
+from personascope.audits.leakage_metrics import (
     Observation,
     accumulation_over_runs,
     accumulation_over_tasks,
-    build_trials,
     coverage,
     exposure_leak_rate,
     false_match_rate,
     score_output,
-    select_memories,
     violation_by_domain,
     violation_rate,
 )
-from personascope.audits.profiles import (
+from personascope.errors import DataError, UsageError
+from personascope.judges.rules import match_value
+from personascope.privacy.profiles import (
     DOMAINS,
     generate_profile,
     generate_profiles,
@@ -33,8 +37,6 @@ from personascope.audits.profiles import (
     load_templates,
     luhn_valid,
 )
-from personascope.errors import DataError, UsageError
-from personascope.judges.rules import match_value
 from personascope.results import AuditResult
 
 ENTITY_OF_KIND = {"phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "card": "CREDIT_CARD", "iban": "IBAN_CODE",
@@ -82,7 +84,7 @@ def test_values_are_attributable(profiles):
 
 
 def test_pii_shaped_values_pass_checksums_and_presidio(profiles):
-    from personascope.audits.pii import detect_pii
+    from personascope.privacy.pii import detect_pii
 
     for p in profiles:
         for a in p.attributes:
@@ -103,6 +105,36 @@ def test_pii_shaped_values_pass_checksums_and_presidio(profiles):
     bad_iban = iban[:-1] + str((int(iban[-1]) + 1) % 10)
     assert not iban_valid(bad_iban)
     assert not [s for s in detect_pii(f"IBAN {bad_iban}.") if s.entity == "IBAN_CODE"]
+
+
+_PII_GLOBALS = """
+import logging, os, sys
+import personascope.errors  # pii's only package import: its own import side effects are not pii's
+
+def levels():
+    loggers = {n: lg.level for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    return {**loggers, "": logging.root.level}
+
+env, before = dict(os.environ), levels()
+from personascope.privacy import pii
+assert dict(os.environ) == env, "import changed os.environ"
+assert {k: v for k, v in levels().items() if k in before} == before, "import changed a logger level"
+assert "tldextract" not in sys.modules and "presidio_analyzer" not in sys.modules, "import loaded presidio"
+assert [s.entity for s in pii.detect_pii("Call (212) 555-0123.")] == ["PHONE_NUMBER"]
+# Building the analyzer sets the tldextract variable and quiets presidio only while it needs to.
+assert os.environ.get("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS") == env.get("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS")
+assert logging.getLogger("presidio-analyzer").level == before.get("presidio-analyzer", logging.NOTSET)
+assert not sys.modules["tldextract.tldextract"].TLD_EXTRACTOR.suffix_list_urls, "tldextract would go online"
+"""
+
+
+def test_importing_pii_changes_no_environment_or_logger():
+    import subprocess
+    import sys
+
+    # A fresh interpreter: in this one presidio may already be loaded by another test.
+    done = subprocess.run([sys.executable, "-c", _PII_GLOBALS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ labels
@@ -249,7 +281,7 @@ def test_accumulation_planted_single_leak():
 
 # ------------------------------------------------------------------ redaction
 def test_redaction_masks_planted_and_profile_pii(profiles):
-    from personascope.audits.pii import detect_pii, redact
+    from personascope.privacy.pii import detect_pii, redact
 
     v = profiles[0].values()
     planted = "Call +1 (312) 555-0199 or mail jo.blocksberg@example.net"

@@ -9,22 +9,18 @@ from dataclasses import dataclass
 
 import pytest
 
-from personascope.audits import get_audit
-from personascope.audits.agent import (
-    AMemGuard,
+from personascope.agents.guard import AMemGuard, LessonStore, consensus_vote, embedding_outliers, make_lesson
+from personascope.agents.memory import (
     Decision,
-    LessonStore,
     MemoryRecord,
     MemoryStore,
     Request,
     Task,
-    consensus_vote,
-    embedding_outliers,
     load_memory_data,
-    make_lesson,
     match_option,
     poison_records,
 )
+from personascope.audits import get_audit
 from personascope.audits.memory import MemoryInjectionAudit, Outcome, asr_metrics, paired_reduction
 from personascope.errors import DataError, UsageError
 from personascope.results import AuditResult
@@ -260,7 +256,7 @@ def test_params_are_validated() -> None:
 
 # ---------------------------------------------------------------------------------------------- models
 def test_agent_scoring_on_tiny_model(tiny_nn, data) -> None:
-    from personascope.audits.agent import MemoryAgent
+    from personascope.agents.memory import MemoryAgent
 
     task = data.task("wire_transfer")
     mems = tuple(r for r, _ in MemoryStore(data.records).retrieve(task.queries[0], 3))

@@ -114,7 +114,7 @@ def test_mcq_loaders_read_parquet_and_saved_datasets(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from personascope.audits.mcq import load_questions
+    from personascope.audits.questions import load_questions
 
     mmlu = [{"question": "2+2?", "choices": ["3", "4", "5", "6"], "answer": 1, "subject": "math"},
             {"question": "Capital of France?", "choices": ["Paris", "Rome", "Oslo", "Bern"], "answer": 0}]
@@ -444,7 +444,7 @@ def cim_file(tmp_path):
 
 
 def test_domain_map_and_keyword_rules():
-    from personascope.formats import keyword_domains, map_domain
+    from personascope.privacy.cimemories import keyword_domains, map_domain
 
     assert [map_domain(x) for x in ("Mental Health", "mental_health", "Financial", "Medical", "Legal", "Housing",
                                     "Employment", "Education", "Relationships", "Schedule", "Astrology", None)] == [
@@ -457,7 +457,7 @@ def test_domain_map_and_keyword_rules():
 
 
 def test_cimemories_profiles_and_labels(cim_file):
-    from personascope.formats import load_cimemories
+    from personascope.privacy.cimemories import load_cimemories
 
     data = load_cimemories(cim_file)
     assert data.labelling == "keyword-rules-v1" and len(data.profiles) == 2 and len(data.contexts) == 3
@@ -488,7 +488,7 @@ def test_cimemories_profiles_and_labels(cim_file):
     ((0, "contexts", 2, "recipient"), r"contexts\[2\]: missing field 'recipient'"),
 ])
 def test_cimemories_missing_field_names_field_and_file(tmp_path, path, needle):
-    from personascope.formats import load_cimemories
+    from personascope.privacy.cimemories import load_cimemories
 
     users = _cim_users()
     node = users
@@ -503,9 +503,10 @@ def test_cimemories_missing_field_names_field_and_file(tmp_path, path, needle):
 
 
 def test_multiline_values_are_matched_and_redacted():
-    from personascope.audits import pii
-    from personascope.audits.leakage import _redaction_values, score_output, value_parts
-    from personascope.audits.profiles import Attribute, Profile, TaskContext
+    from personascope.audits.leakage import _redaction_values
+    from personascope.audits.leakage_metrics import score_output, value_parts
+    from personascope.privacy import pii
+    from personascope.privacy.profiles import Attribute, Profile, TaskContext
 
     a = Attribute(id="housing.address", domain="housing", tags=("home_address",), statement=f"I live at {ADDRESS}.",
                   value=ADDRESS, kind="address")
@@ -542,8 +543,8 @@ class _DomainJudge:
 
 
 def test_cimemories_labels_by_judge(cim_file):
-    from personascope.formats import label_with_judge, load_cimemories
     from personascope.judges.rules import ValueMatchJudge
+    from personascope.privacy.cimemories import label_with_judge, load_cimemories
 
     data = load_cimemories(cim_file)
     judged = label_with_judge(data, _DomainJudge())

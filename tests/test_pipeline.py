@@ -149,3 +149,18 @@ def test_derive_seed_is_stable_and_key_sensitive():
     assert derive_seed(0, "a") == int.from_bytes(__import__("hashlib").sha256(b'[0,"a"]').digest()[:8], "big") >> 1
 
 
+
+
+def test_auroc_matches_sklearn_and_the_pairwise_definition():
+    from sklearn.metrics import roc_auc_score
+
+    from personascope.stats import auc, auroc
+
+    g = np.random.default_rng(0)
+    s = np.round(g.normal(size=60), 1)  # rounded: many ties
+    y = g.random(60) < 0.4
+    assert auroc(s, y) == pytest.approx(roc_auc_score(y, s))
+    pos, neg = s[y], s[~y]
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    assert auc(pos, neg) == pytest.approx(pairwise)
+    assert np.isnan(auroc([1.0, 2.0], [True, True])) and auc([1, 1], [1, 1]) == 0.5

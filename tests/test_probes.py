@@ -113,7 +113,7 @@ def test_bootstrap_ci_brackets_accuracy() -> None:
 
 
 def test_cv_accuracy_and_cluster_metrics() -> None:
-    from personascope.probes.layerwise import linear_probe
+    from personascope.probes.metrics import linear_probe
 
     rng = np.random.default_rng(0)
     y = np.repeat(["p", "q"], 30)

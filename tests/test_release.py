@@ -10,9 +10,9 @@ import torch
 
 from personascope.cli import main
 from personascope.errors import DataError, UsageError
+from personascope.stats import auroc
 from personascope.steering.compare import (
     activation_shift,
-    auroc,
     check_compatible,
     last_token_acts,
     load_sft_samples,

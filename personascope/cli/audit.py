@@ -84,7 +84,7 @@ def _log(message: str) -> None:
 def run_audit(args: argparse.Namespace) -> int:
     """``personascope audit``: the config's audits (or the named ones) on the config's model; exit 1 if one failed."""
     from ..errors import UsageError
-    from ..runner import ALIASES, load_config, run_audits
+    from ..runner import ALIASES, load_config
 
     overrides = {"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
                  "batch_size": args.batch_size, "profile": args.profile, "seed": args.seed, "policy": args.policy,
@@ -102,13 +102,19 @@ def run_audit(args: argparse.Namespace) -> int:
         if not sep or not dot:
             raise UsageError(f"--param {item!r}: use AUDIT.KEY=VALUE, e.g. bias.n_questions=40")
         cfg.audits.setdefault(ALIASES.get(audit, audit), {})[name] = _toml_value(value)
-    cfg = load_config(None, **cfg.model_dump())  # validate the overridden config as a whole
-    with quiet_loading(args.quiet):
-        run = run_audits(cfg, progress=not args.quiet, log=_log)
+    return _run_config(load_config(None, **cfg.model_dump()), args.quiet)  # validated as a whole
+
+
+def _run_config(cfg: Any, quiet: bool) -> int:
+    """Run ``cfg``'s audits, say where the results are; `ExitCode.FAIL` when an audit did not finish."""
+    from ..runner import run_audits
+
+    with quiet_loading(quiet):
+        run = run_audits(cfg, progress=not quiet, log=_log)
     out = Path(cfg.out)
     print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
     if run.errors:
-        print(f"{len(run.errors)} audit(s) failed: {', '.join(run.errors)}; see the report", file=sys.stderr)
+        print(f"{len(run.errors)} audit(s) did not finish: {', '.join(run.errors)}; see the report", file=sys.stderr)
         return ExitCode.FAIL
     return ExitCode.OK
 
@@ -181,18 +187,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """``personascope demo``: the quick config's audits on ``--model`` (the embedded model by default)."""
-    from ..runner import load_config, run_audits
+    from ..runner import load_config
 
     cfg = load_config("quick", model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
                       batch_size=args.batch_size, seed=args.seed, out=args.out)
     judge = judge_overrides(args)
     if judge:
         cfg = load_config(None, **{**cfg.model_dump(), "judge": {**cfg.judge.model_dump(), **judge}})
-    with quiet_loading(args.quiet):
-        run = run_audits(cfg, progress=not args.quiet, log=_log)
-    out = Path(cfg.out)
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
-    if run.errors:
-        print(f"{len(run.errors)} audit(s) did not finish: {', '.join(run.errors)}; see the report", file=sys.stderr)
-        return ExitCode.FAIL
-    return ExitCode.OK
+    return _run_config(cfg, args.quiet)

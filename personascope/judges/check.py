@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from ..records import now_iso
+from ..records import finite, now_iso
+from ..stats import auroc, wilson
 from .base import Item, Judge, JudgeIdentity, Rubric
 from .rubrics import LEAK, REFUSAL, TRAIT, TRAIT_DESCRIPTIONS
 
@@ -76,24 +77,8 @@ def load_check_set(name: str) -> tuple[list[Item], list[int], Rubric]:
 
 
 def auc_score(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """Area under the ROC curve (Mann-Whitney, ties count half); None if one class is missing."""
-    s, y = np.asarray(scores, float), np.asarray(labels, int)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (float(max(0.0, mid - half)), float(min(1.0, mid + half)))
+    """Area under the ROC curve (ties count half, `personascope.stats.auroc`); None if one class is missing."""
+    return finite(auroc(scores, [int(v) == 1 for v in labels]))
 
 
 def agreement(

@@ -8,7 +8,7 @@ and the overlap between personas; `localize_activations(acts)` does the measurin
 # Imported eagerly: a lazy ``__getattr__`` would be shadowed by the submodule ``localize`` as soon as
 # it is imported, and ``from personascope.probes import localize`` would give the module. The
 # package loads only when used; ``import personascope`` does not import it.
-from .layerwise import layer_separability, linear_probe
 from .localize import LocalizationResult, localize, localize_activations
+from .metrics import linear_probe
 
-__all__ = ["LocalizationResult", "layer_separability", "linear_probe", "localize", "localize_activations"]
+__all__ = ["LocalizationResult", "linear_probe", "localize", "localize_activations"]

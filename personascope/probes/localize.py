@@ -24,8 +24,9 @@ from threadpoolctl import threadpool_limits
 from ..data import PersonaStatement, builtin_personas_dir, load_persona_statements
 from ..errors import UsageError
 from ..records import stable_hash
+from ..stats import rng
 from . import metrics as M
-from .layerwise import linear_probe
+from .metrics import linear_probe
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -199,12 +200,12 @@ def localize_activations(
     X, X_bg = X_all[~is_bg], (X_all[is_bg] if is_bg.any() else None)
     counts = dict(Counter(y.tolist()))
     chance = max(counts.values()) / len(y)
-    y_shuffled = np.random.default_rng(seed).permutation(y)
+    y_shuffled = rng(seed, "shuffled_labels").permutation(y)
 
     rows: list[dict[str, Any]] = []
     correct: list[np.ndarray] = []
     preds: list[np.ndarray] = []
-    # Small dense problems: multithreaded BLAS was measured 30-50x slower here (see layerwise).
+    # Small dense problems: multithreaded BLAS was measured 30-50x slower here than one thread.
     with threadpool_limits(limits=1):
         for j, site in enumerate(acts.sites):
             x = X[:, j]
@@ -310,17 +311,17 @@ def select_statements(
     names = sorted({s.persona for s in every} - ({background} if background else set()))
     if personas is not None and background in set(personas):
         raise UsageError(f"'{background}' is the background set; leave it out of personas or pass background=None")
-    rng = np.random.default_rng(seed)
+    gen = rng(seed, "statements")
     chosen: list[PersonaStatement] = []
     for name in names:
-        chosen += _sample([s for s in every if s.persona == name and s.positive], n_per_persona, rng)
+        chosen += _sample([s for s in every if s.persona == name and s.positive], n_per_persona, gen)
     if background == "negative":
         neg = [PersonaStatement("negative", s.statement, False) for s in every if not s.positive]
-        chosen += _sample(neg, n_per_persona, rng)
+        chosen += _sample(neg, n_per_persona, gen)
     elif background is not None:
         where = src if (src.is_dir() and (src / f"{background}.jsonl").exists()) else builtin_personas_dir()
         bg = [s for s in load_persona_statements(where, [background]) if s.positive]
-        chosen += _sample(bg, n_per_persona, rng)
+        chosen += _sample(bg, n_per_persona, gen)
     return chosen
 
 

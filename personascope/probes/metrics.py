@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, silhouette_score
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..errors import UsageError
-from .layerwise import fisher_ratio
+from ..stats import bootstrap_columns
 
 __all__ = [
     "bootstrap_ci",
@@ -33,6 +36,11 @@ __all__ = [
     "silhouette",
     "top_units",
 ]
+
+
+def linear_probe(seed: int = 0, C: float = 0.1) -> Any:
+    """Standardize + multinomial logistic regression: the default persona probe (a scikit-learn pipeline)."""
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
 
 
 def _splitter(y: np.ndarray, folds: int, seed: int) -> StratifiedKFold:
@@ -99,6 +107,17 @@ def silhouette(X: np.ndarray, y: np.ndarray, metric: str = "cosine") -> float:
     if len(np.unique(y)) < 2:
         return float("nan")
     return float(silhouette_score(X, y, metric=metric))
+
+
+def fisher_ratio(x: np.ndarray, y: np.ndarray) -> float:
+    """Between-class over within-class variance (trace ratio); larger means better separated."""
+    mu = x.mean(0)
+    between = within = 0.0
+    for c in np.unique(y):
+        xc = x[y == c]
+        between += len(xc) * float(((xc.mean(0) - mu) ** 2).sum())
+        within += float(((xc - xc.mean(0)) ** 2).sum())
+    return between / max(within, 1e-12)
 
 
 def _centroids(X: np.ndarray, y: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
@@ -217,14 +236,10 @@ def bootstrap_ci(
         ``(low, high)``, each of shape ``correct.shape[:-1]``.
 
     """
-    c = np.asarray(correct, dtype=np.float64)
-    n = c.shape[-1]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    # [..., n_boot]: mean correctness of each resample.
-    boots = c[..., idx].mean(-1)
-    alpha = (1.0 - level) / 2.0
-    return np.quantile(boots, alpha, axis=-1), np.quantile(boots, 1.0 - alpha, axis=-1)
+    # Items are the last axis here and the rows of `bootstrap_columns`.
+    items_first = np.moveaxis(np.asarray(correct, dtype=np.float64), -1, 0)
+    _, low, high = bootstrap_columns(items_first, n_boot=n_boot, alpha=1.0 - level, seed=seed)
+    return low, high
 
 
 def normalized_confusion(y: np.ndarray, pred: np.ndarray, classes: Sequence[Any]) -> np.ndarray:

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..records import finite
 from ..sites import Position
+from ..stats import auroc, bootstrap_columns
 from ..store import collect
 from .vector import PersonaVector
 
@@ -46,14 +48,6 @@ def check_compatible(base: ModelAdapter, candidate: ModelAdapter) -> None:
     if problems:
         raise UsageError(f"Base {base.info.short} and candidate {candidate.info.short} do not share an architecture "
                          f"({'; '.join(problems)}); compare a fine-tune with the model it was trained from")
-
-
-def _paired_boot(x: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over rows and percentile-bootstrap 95% CI, for every column of ``x`` [n, k] at once."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))
-    means = x[idx].mean(axis=1)  # [n_boot, k]
-    return x.mean(axis=0), np.quantile(means, 0.025, axis=0), np.quantile(means, 0.975, axis=0)
 
 
 @dataclass
@@ -159,22 +153,11 @@ def activation_shift(
     layers = vector.layers
     unit = vector.unit()
     proj = np.stack([diff[:, k] @ unit[k].numpy().astype(np.float64) for k in layers], axis=1)  # [n, L]
-    mean, lo, hi = _paired_boot(proj, n_boot, seed)
+    mean, lo, hi = bootstrap_columns(proj, n_boot=n_boot, seed=seed)  # one resample of prompts for every layer
     norms = np.array([float(np.linalg.norm(diff[:, k].mean(axis=0))) for k in layers])
     g, gd = gap if gap is not None else (np.full(len(layers), np.nan), np.full(len(layers), np.nan))
     return TraitShift(vector.name, layers, mean, lo, hi, np.asarray(g), np.asarray(gd), norms, diff.shape[-1],
                       diff.shape[0])
-
-
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); nan for one class."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if pos.size == 0 or neg.size == 0:
-        return math.nan
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (pos.size * neg.size))
 
 
 @dataclass
@@ -220,8 +203,6 @@ def load_sft_samples(path: str | Path) -> list[SFTSample]:
             {"role": "user", "content": prompt}]
         out.append(SFTSample(msgs, response, rec))
     return out
-
-
 
 
 def flag_training_data(
@@ -276,8 +257,8 @@ def flag_training_data(
         ranked.append({"index": i, "score": s, "label": labels[i], "user": user, "response": samples[i].response,
                        "own_response": fr.own_responses[i]})
     return {"trait": vector.name, "layer": layer, "dataset_score": fr.dataset_score,
-            "auroc": None if math.isnan(score) else score, "n": len(samples), "ranked": ranked}
+            "auroc": finite(score), "n": len(samples), "ranked": ranked}
 
 
-__all__ = ["SFTSample", "TraitShift", "activation_shift", "auroc", "check_compatible", "choose_layer",
+__all__ = ["SFTSample", "TraitShift", "activation_shift", "check_compatible", "choose_layer",
            "flag_training_data", "last_token_acts", "load_sft_samples", "persona_gap"]

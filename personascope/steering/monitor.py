@@ -129,7 +129,7 @@ def monitor_correlation(
     """
     from ..judges.base import Item
     from ..judges.rubrics import TRAIT
-    from ..stats import pearson_ci
+    from ..stats import bootstrap_diff, pearson_ci
     from ..store import generate
     from .traits import load_trait
 
@@ -152,8 +152,5 @@ def monitor_correlation(
                          TRAIT)
     score = np.array([r.value if r.valid and r.value is not None else np.nan for r in ratings], dtype=float)
     c = np.array(conds)
-    pos, neg = proj[c == "pos"], proj[c == "neg"]
-    rng = np.random.default_rng(seed)
-    diffs = [float(rng.choice(pos, pos.size).mean() - rng.choice(neg, neg.size).mean()) for _ in range(2000)]
-    gap = (float(pos.mean() - neg.mean()), float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975)))
+    gap = bootstrap_diff(proj[c == "pos"], proj[c == "neg"], paired=False, n_boot=2000, seed=seed)
     return MonitorCorrelation(conds, proj, score, pearson_ci(proj, score), gap, texts)

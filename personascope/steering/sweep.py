@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..sites import Position, Site
-from ..stats import bootstrap_mean_ci
+from ..stats import bootstrap_mean_ci, finite
 from ..store import collect, generate
 from .traits import TraitSpec, load_trait
 from .vector import PersonaVector
@@ -99,7 +99,7 @@ class SweepResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
         def arr(a: np.ndarray) -> list[list[float | None]]:
-            return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in a]
+            return [[finite(v, 4) for v in row] for row in a]
         return {"trait": self.trait, "layers": self.layers, "coeffs": self.coeffs,
                 "trait_mean": arr(self.trait_mean), "trait_lo": arr(self.trait_lo), "trait_hi": arr(self.trait_hi),
                 "coherence_mean": arr(self.coherence_mean), "coherence_lo": arr(self.coherence_lo),
@@ -113,7 +113,7 @@ class SweepResult:
 
         def series(mean: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[Series]:
             def clean(v: np.ndarray) -> list[float | None]:
-                return [None if math.isnan(x) else float(x) for x in v]
+                return [finite(x) for x in v]
             return [Series(label=f"layer {k}", x=list(self.coeffs), y=clean(mean[j]), lo=clean(lo[j]),
                            hi=clean(hi[j])) for j, k in enumerate(self.layers)]
         return [

@@ -11,25 +11,25 @@ US/UK ID patterns still are.
 `redact` masks both the values the caller knows (a profile's attributes, found with
 `personascope.judges.rules.match_value`, so reformatted values are caught too) and whatever
 presidio finds, including PII that is in no profile.
+
+Importing this module changes nothing global: the tldextract environment variable is set (when
+unset) only while `analyzer` imports presidio, and presidio's logger is quieted only while it
+builds the engine or analyzes a text.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import sys
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-# Must happen before tldextract is imported anywhere (presidio's e-mail recognizer imports it):
-# an empty URL list makes tldextract use its bundled suffix-list snapshot instead of the network.
-os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-
-import functools  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import unicodedata  # noqa: E402
-from collections.abc import Iterable, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-from ..errors import UsageError  # noqa: E402
+from ..errors import UsageError
 
 __all__ = [
     "DEFAULT_ENTITIES",
@@ -59,6 +59,9 @@ NOTE = ("PII detection: presidio-analyzer offline with a blank spaCy pipeline, p
         "attribute value matching.")
 
 
+_PRESIDIO_LOGGER = "presidio-analyzer"
+
+
 @dataclass(frozen=True)
 class PiiSpan:
     """One presidio detection: entity type, character span, score and the matched text."""
@@ -71,7 +74,7 @@ class PiiSpan:
 
 
 def _offline_tldextract() -> None:
-    """Make tldextract offline even when it was imported before this module set the variable."""
+    """Make tldextract offline even when it was imported before `analyzer` set the variable."""
     mod = sys.modules.get("tldextract.tldextract")
     if mod is None:
         return
@@ -81,13 +84,41 @@ def _offline_tldextract() -> None:
         mod.TLD_EXTRACTOR = mod.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
 
 
+@contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable ``name`` to ``value`` if it is unset, and unset it again on exit."""
+    added = name not in os.environ
+    if added:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if added:
+            os.environ.pop(name, None)
+
+
+@contextmanager
+def _quiet(logger: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the level of ``logger`` to ``level`` inside the block and restore it after."""
+    log = logging.getLogger(logger)
+    saved = log.level
+    log.setLevel(max(level, saved))
+    try:
+        yield
+    finally:
+        log.setLevel(saved)
+
+
 @functools.lru_cache(maxsize=1)
 def analyzer() -> Any:
     """The presidio `AnalyzerEngine` (built once, cached): blank spaCy engine, offline tldextract."""
     _offline_tldextract()
-    import spacy
-    from presidio_analyzer import AnalyzerEngine
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    # tldextract reads this variable once, when it is imported (presidio's e-mail recognizer imports
+    # it): an empty URL list makes it use its bundled suffix-list snapshot instead of the network.
+    with _env_default("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", ""):
+        import spacy
+        from presidio_analyzer import AnalyzerEngine
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
     _offline_tldextract()
 
@@ -101,10 +132,10 @@ def analyzer() -> Any:
             self.nlp = {"en": spacy.blank("en")}
 
     # presidio logs a warning per recognizer it cannot serve without NER; they say nothing new.
-    logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-    engine = _BlankSpacyEngine()
-    engine.load()
-    return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
+    with _quiet(_PRESIDIO_LOGGER):
+        engine = _BlankSpacyEngine()
+        engine.load()
+        return AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
 
 
 def detect_pii(
@@ -128,7 +159,9 @@ def detect_pii(
         raise UsageError(f"min_score must be in [0, 1], got {min_score}")
     if not text.strip():
         return []
-    found = analyzer().analyze(text=text, language="en", entities=list(entities) if entities else None)
+    engine = analyzer()
+    with _quiet(_PRESIDIO_LOGGER):
+        found = engine.analyze(text=text, language="en", entities=list(entities) if entities else None)
     cands = sorted((r for r in found if r.score >= min_score), key=lambda r: (-r.score, -(r.end - r.start), r.start))
     kept: list[PiiSpan] = []
     for r in cands:

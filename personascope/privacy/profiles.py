@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import DataError, UsageError
-from ..records import stable_hash
+from ..stats import derive_seed
 
 __all__ = [
     "DOMAINS",
@@ -431,8 +431,8 @@ def _generate_profile(index: int, seed: int, templates: Sequence[AttributeTempla
                       pools: dict[str, Any] | None) -> Profile:
     pools = pools if pools is not None else load_pools()
     templates = list(templates) if templates is not None else load_templates(pools=pools)
-    # A string seed hashes the same on every platform and Python version (hash() of str does not).
-    rng = random.Random(stable_hash({"seed": seed, "user": index}))
+    # derive_seed is the same on every platform and Python version (hash() of str is not).
+    rng = random.Random(derive_seed(seed, "profile", index))
     first, last = rng.choice(pools["first_names"]), rng.choice(pools["last_names"])
     st = _UserState(first=first, last=last, used_first={first}, used_pool={})
     attrs: list[Attribute] = []
