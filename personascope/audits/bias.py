@@ -11,7 +11,7 @@ Method (Gupta et al. 2024, *Bias Runs Deep*; Wan et al. 2023; Araujo & Roth 2024
    is a (question, template) pair, so every condition has a correctness vector over the same units.
 3. Scoring, both reported: (a) log-likelihood of each option text after the persona prompt
    (`ModelAdapter.option_logprobs`; deterministic, no generation); (b) greedy generation (cached through
-   `store.generate`) with rule-based extraction (`ChoiceJudge`; abstentions by `AbstentionJudge`,
+   the caching adapter) with rule-based extraction (`ChoiceJudge`; abstentions by `AbstentionJudge`,
    counted apart from wrong and from unextracted answers; both count as not correct).
 4. Statistics (pure functions on numpy arrays in `bias_metrics`): accuracy with Wilson CIs; paired deltas vs
    the reference (default: no persona) and vs the control band mean with bootstrap CIs; exact
@@ -263,7 +263,6 @@ class PersonaBiasAudit(Audit):
         """
         from tqdm.auto import tqdm
 
-        from .. import store
         from ..judges.base import Item
 
         tnames = list(templates)
@@ -280,7 +279,7 @@ class PersonaBiasAudit(Audit):
             prompts = [model.format_chat(user=user_text(q, show_options=self._show_options(q)),
                                          system=self._system(c, templates[tnames[ti]], q, spec)) + prefill
                        for q in items]
-            outs = store.generate(model, prompts, self.max_new_tokens, batch_size=self.batch_size, progress=False)
+            outs = model.generate(prompts, self.max_new_tokens, batch_size=self.batch_size, progress=False)
             outs = [prefill + o for o in outs]
             texts[(ci, ti)] = outs
             its = [Item(text=o, meta={"options": list(q.options), "n_options": len(q.options)})

@@ -269,9 +269,7 @@ class OOCDriftAudit(Audit):
     # ------------------------------------------------------------------ helpers
     def _generate(self, model: ModelAdapter, prompts: list[str], seed: int, progress: bool,
                   max_new_tokens: int | None = None) -> list[str]:
-        from ..store import generate
-
-        return generate(model, prompts, max_new_tokens or self.max_new_tokens, do_sample=True,
+        return model.generate(prompts, max_new_tokens or self.max_new_tokens, do_sample=True,
                         temperature=self.temperature,
                         seed=seed, batch_size=self.batch_size, progress=progress)
 

@@ -154,6 +154,7 @@ class ReleaseComparisonAudit(Audit):
     def execute(self, ctx: AuditContext) -> None:
         """Measure shifts and behavioural deltas of ``candidate`` against ``model`` (the base)."""
         model, judge, progress = ctx.model, ctx.judge, ctx.progress
+        from ..cache import CachingAdapter
         from ..models import load_model
         from ..steering.compare import activation_shift, check_compatible, last_token_acts, persona_gap
         from ..steering.traits import load_trait
@@ -164,8 +165,10 @@ class ReleaseComparisonAudit(Audit):
         if not self.traits:
             raise UsageError("release_comparison needs at least one trait")
         res = ctx.result
-        cand = load_model(self.candidate, backend=model.info.backend, device=str(model.device),
-                          batch_size=model.batch_size)
+        # The candidate's model calls are cached like the base's (the caching adapter), so a rerun resumes.
+        # Same backend, device and dtype as the base: a shift must not come from a precision change.
+        cand = CachingAdapter.wrap(load_model(self.candidate, backend=model.info.backend, device=str(model.device),
+                                              dtype=model.info.dtype, batch_size=model.batch_size))
         check_compatible(model, cand)
         res.data_hashes["candidate"] = cand.info.fingerprint[:16]
         res.notes.append(f"Base {model.info.short}; candidate {cand.info.short} ({self.candidate}).")
