@@ -14,6 +14,18 @@ from .errors import DataError
 PROMPT_FIELDS = "'text' (raw prompt), 'messages' (chat list), or 'user' with optional 'system'"
 
 
+def read_json_object(path: str | Path, what: str = "data file") -> dict[str, Any]:
+    """Parse a JSON file whose top level is an object; `DataError` naming ``what`` and the file otherwise."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {what} {p}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: expected a JSON object at the top level")
+    return data
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Parse a JSONL file: one JSON object per line; blank lines are skipped.
 

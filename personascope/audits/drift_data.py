@@ -8,13 +8,13 @@ questions) and ``conversations.json`` (the neutral, off-topic and adversarial us
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..data import read_json_object
 from ..errors import DataError, UsageError
 from .drift_metrics import LEVELS
 
@@ -31,11 +31,7 @@ def data_dir() -> Path:
 
 
 def _read(name: str) -> dict[str, Any]:
-    path = data_dir() / name
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read the drift audit's data file {path}: {exc}") from exc
+    return read_json_object(data_dir() / name, "the drift audit's data file")
 
 
 def load_data() -> dict[str, Any]:

@@ -6,6 +6,8 @@
 - `HTTPJudge`: any OpenAI-compatible server; `server.serve` exposes a local model as one;
 - `SimilarityJudge`: TF-IDF semantic matching.
 
+`make_judge(spec, model)` is the one place a run's judge is built (CLI, runner, notebooks, audits).
+
 Imports are lazy so that reading ratings never loads torch.
 """
 
@@ -26,6 +28,8 @@ _LAZY = {
     "ChoiceJudge": ".rules",
     "ValueMatchJudge": ".rules",
     "judge_check": ".check",
+    "make_judge": ".factory",
+    "JudgeSpec": ".factory",
     "BUILTIN_RUBRICS": ".rubrics",
 }
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from ..data import read_json_object
 from ..errors import DataError, UsageError
 from ..stats import derive_seed
 
@@ -65,13 +65,7 @@ def data_dir() -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read leakage data file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object at the top level")
-    return data
+    return read_json_object(path, "leakage data file")
 
 
 # --------------------------------------------------------------------------------------------
