@@ -5,8 +5,9 @@
 when the same call was made before: same model weights (fingerprint), dtype, backend, active
 steering (by vector content), inputs and decoding parameters. Work is written in chunks as soon
 as each chunk finishes, so a run interrupted by Ctrl-C or a crash redoes no finished model work.
-Activations are cached by `personascope.store.collect`. Every other attribute is the wrapped
-adapter's.
+Each entry stores a SHA-256 of its values; an entry that fails the check (edited, truncated) is
+warned about, removed and recomputed. Activations are cached by `personascope.store.collect`.
+Every other attribute is the wrapped adapter's.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from .records import stable_hash
 if TYPE_CHECKING:
     from .backends.base import ModelAdapter
 
-#: Bump when a change would make cached call results differ from fresh ones.
-CALL_CACHE_VERSION = 1
-#: The key version of cached generations (1: the layout of personascope 0.1, still valid).
-GENERATION_CACHE_VERSION = 1
+#: Bump when a change would make cached call results differ from fresh ones (2: checksummed entries).
+CALL_CACHE_VERSION = 2
+#: The key version of cached generations (2: checksummed entries; version-1 files are never read).
+GENERATION_CACHE_VERSION = 2
 
 
 class CachingAdapter:
@@ -47,7 +48,7 @@ class CachingAdapter:
                  generations: str | Path | None = None) -> None:
         self._inner = model
         self._root = Path(root) if root is not None else cache_dir() / "calls"
-        # Generations keep their own folder (the layout of personascope 0.1 caches, so they stay valid).
+        # Generations keep their own folder (the layout of personascope 0.1 caches).
         self._generations = Path(generations) if generations is not None else cache_dir() / "generations"
         self._chunk_size = chunk_size
         #: Model calls answered from the cache / computed, by method (for tests and benchmarks).
@@ -185,22 +186,41 @@ def steer_signature(model: ModelAdapter, extra: Any) -> list[Any]:
             for s in steers]
 
 
+def checksum(values: Any) -> str:
+    """SHA-256 of the JSON text of ``values`` (the checksum stored with every cache entry)."""
+    # json.dumps is deterministic for the lists, strings and numbers cached here, and floats
+    # round-trip exactly, so a value read back hashes to the same digest as the value written.
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _read(path: Path, n: int) -> list[Any] | None:
+    """The ``n`` values cached at ``path``, or None (a missing or bad entry; a bad one is warned about and removed).
+
+    An entry is ``{"sha256": ..., "values": [...]}``. Anything else (a hand-edited text, a
+    truncated file, a plain JSON list written by an older version without checksum) is a miss:
+    cached model output that cannot be verified must not reach a report.
+    """
     if not path.exists():
         return None
     try:
-        got = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        warnings.warn(f"Corrupt call cache entry {path.name}, recomputing", stacklevel=3)
+        got = json.loads(path.read_bytes().decode("utf-8"))
+        values = got["values"]
+        ok = (isinstance(values, list) and len(values) == n and isinstance(got.get("sha256"), str)
+              and got["sha256"] == checksum(values))
+    except (OSError, ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
+        ok = False
+    if not ok:
+        warnings.warn(f"Corrupt or unverifiable cache entry {path}: removed and recomputed", stacklevel=3)
+        path.unlink(missing_ok=True)
         return None
-    return got if isinstance(got, list) and len(got) == n else None
+    return values
 
 
 def _write(path: Path, values: list[Any]) -> None:
     # Through a temporary file: a crash mid-write leaves no half entry to be read back.
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(values), encoding="utf-8")
+    tmp.write_text(json.dumps({"sha256": checksum(values), "values": values}), encoding="utf-8")
     os.replace(tmp, path)
 
 
-__all__ = ["CALL_CACHE_VERSION", "GENERATION_CACHE_VERSION", "CachingAdapter"]
+__all__ = ["CALL_CACHE_VERSION", "GENERATION_CACHE_VERSION", "CachingAdapter", "checksum"]

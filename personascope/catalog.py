@@ -26,6 +26,9 @@ class AuditEntry:
         default: Whether a run without an ``[audits]`` table includes it.
         tiny: The smallest parameters that exercise every code path on a tiny random model (tests);
             ``{tiny_model_dir}`` in a string is replaced with that model's folder.
+        metrics: Every metric name the audit can produce (without ``[group]``); the gate checks a
+            policy's metric names against it, so a typo is an error even with ``missing = "skip"``.
+            The contract test checks that a tiny run produces no name outside it.
     """
 
     name: str
@@ -33,6 +36,7 @@ class AuditEntry:
     short: tuple[str, ...] = ()
     default: bool = True
     tiny: Mapping[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiny", MappingProxyType(dict(self.tiny)))
@@ -41,33 +45,65 @@ class AuditEntry:
 CATALOG: tuple[AuditEntry, ...] = (
     AuditEntry("persona_localization", "personascope.audits.interp:LocalizationAudit", ("localization",),
                tiny={"personas": ("liberal", "neurotic", "extravert"), "n_per_persona": 6, "folds": 2,
-                     "probes": ("logreg",)}),
+                     "probes": ("logreg",)},
+               metrics=("band_end", "band_start", "best_accuracy", "best_layer", "chance",
+                        "control_accuracy_max", "silhouette_best")),
     AuditEntry("persona_vectors", "personascope.audits.interp:PersonaVectorAudit", ("vectors",),
                tiny={"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
-                     "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3}),
+                     "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3},
+               metrics=("chosen_layer", "monitor_r", "pairs_kept", "projection_gap", "steer_baseline",
+                        "steer_effect", "steer_effect_negative", "traits_steerable_share")),
     AuditEntry("user_persona_refusal", "personascope.audits.interp:UserPersonaRefusalAudit", ("refusal",),
-               tiny={"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6}),
+               tiny={"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6},
+               metrics=("baseline_refusal_score", "lens_content_rate_max", "lens_peak_refusal_layer",
+                        "lens_peak_refusal_mass", "predicted_cos", "prediction_r",
+                        "refusal_direction_shift", "refusal_rate", "refusal_score_shift")),
     AuditEntry("persona_bias", "personascope.audits.bias:PersonaBiasAudit", ("bias",),
                tiny={"n_questions": 6, "personas": ("a man", "a woman"), "human_controls": ("a human",),
                      "assistant_controls": 2, "generation_questions": 3, "max_new_tokens": 4, "n_boot": 50,
-                     "n_examples": 2}),
+                     "n_examples": 2},
+               metrics=("abstention_rate", "accuracy", "baseline_accuracy", "bbq_s_amb", "bbq_s_dis",
+                        "chance_accuracy", "control_band_mean", "delta_vs_control", "delta_vs_reference",
+                        "flagged_share", "generation_accuracy", "generation_baseline_accuracy",
+                        "generation_bbq_s_amb", "generation_bbq_s_dis", "generation_delta_vs_control",
+                        "generation_delta_vs_reference", "generation_flagged_share",
+                        "generation_negative_controls_flagged_share",
+                        "generation_positive_control_flagged", "generation_significant_drop_share",
+                        "group_accuracy", "group_delta_vs_control", "hds_abstention_rate", "hds_accuracy",
+                        "hds_accuracy_controls", "hds_bbq_s_amb", "hds_bbq_s_dis",
+                        "hds_generation_accuracy", "hds_generation_accuracy_controls",
+                        "hds_generation_bbq_s_amb", "hds_generation_bbq_s_dis", "hds_macro",
+                        "negative_controls_flagged_share", "positive_control_flagged",
+                        "reference_accuracy", "significant_drop_share", "unextracted_rate")),
     AuditEntry("ooc_drift", "personascope.audits.drift:OOCDriftAudit", ("drift",),
                tiny={"traits": ("extraversion",), "levels": ("high", "low"), "tasks": ("post",), "n_prompts": 2,
                      "runs": 2, "max_new_tokens": 12, "reply_tokens": 12, "turns": 3, "conversation_runs": 2,
-                     "n_vector_questions": 4}),
+                     "n_vector_questions": 4},
+               metrics=("acc_atom", "acc_baseline", "acc_lift", "below_rate", "drift", "drift_gap",
+                        "first_below", "ic_atom", "invalid_ratings", "judge_anchor_auc", "judge_drift",
+                        "judge_drift_gap", "rc_atom", "vector_gap")),
     AuditEntry("ci_leakage", "personascope.audits.leakage:CILeakageAudit", ("leakage",),
                tiny={"n_users": 1, "contexts": ("counsellor", "landlord_rent"), "n_trials": 2,
-                     "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5}),
+                     "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5},
+               metrics=("coverage", "coverage_by_level", "coverage_judge", "exposure_leak_rate",
+                        "false_match_rate", "pii_entities", "pii_not_in_profile", "pii_output_rate",
+                        "violation_rate", "violation_rate_by_level", "violation_rate_judge")),
     AuditEntry("memory_injection", "personascope.audits.memory:MemoryInjectionAudit", ("memory",),
                tiny={"n_tasks": 3, "queries_per_task": 1, "poison_copies": (1,), "rounds": 2,
-                     "max_new_tokens": 4}),
+                     "max_new_tokens": 4},
+               metrics=("asr_a", "asr_r", "asr_t", "asr_t_reduction", "benign_accuracy", "cycle_asr_t",
+                        "cycle_slope", "injection_success", "parse_rate", "validator_fpr",
+                        "validator_recall", "validator_ties")),
     # Needs a second model (``candidate``), so it is not in the default run. In the tiny test the
     # candidate is the tiny model itself: every shift must then be exactly zero.
     AuditEntry("release_comparison", "personascope.audits.release:ReleaseComparisonAudit", ("compare", "release"),
                default=False,
                tiny={"candidate": "{tiny_model_dir}", "traits": ("evil",), "n_questions": 2, "n_instructions": 1,
                      "n_prompts": 4, "max_new_tokens": 3, "judge_questions": 2, "refusal_requests": 3,
-                     "bias_questions": 4, "n_boot": 50}),
+                     "bias_questions": 4, "n_boot": 50},
+               metrics=("flag_auroc", "flag_dataset_score", "mcq_accuracy_base", "mcq_accuracy_delta",
+                        "persona_gap", "refusal_rate_base", "refusal_rate_delta", "refusal_score_delta",
+                        "shift", "shift_frac", "shift_layer", "shift_z", "trait_base", "trait_delta")),
 )
 
 #: Audit name -> catalog row.

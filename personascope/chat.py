@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import DataError
+
 Message = Mapping[str, str]
 _PROBE = "PERSONASCOPE_SYSTEM_PROBE"
 
@@ -52,6 +54,26 @@ def to_messages(
     return msgs
 
 
+def check_messages(messages: Sequence[Any]) -> None:
+    """Check a conversation from user data: a non-empty list of ``{"role": str, "content": str}`` objects.
+
+    Raises:
+        DataError: Naming the first bad message and what it lacks (a chat file or an HTTP request
+            with a message without ``content`` is the user's to fix, not a crash).
+    """
+    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+        raise DataError(f"messages must be a list of {{'role', 'content'}} objects, got {type(messages).__name__}")
+    if not messages:
+        raise DataError("messages is empty: give at least one {'role', 'content'} object")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise DataError(f"message {i}: expected an object with 'role' and 'content', got {type(m).__name__}")
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                what = "lacks" if key not in m else f"has a non-text ({type(m[key]).__name__})"
+                raise DataError(f"message {i} {what} {key!r}; each message is {{'role': ..., 'content': '...'}}")
+
+
 def format_chat(
     tokenizer: Any,
     messages: Sequence[Message] | None = None,
@@ -72,10 +94,15 @@ def format_chat(
     Returns:
         The prompt text, ready for `encode` (which avoids a double BOS).
 
+    Raises:
+        DataError: A message that is not a ``{"role", "content"}`` object of texts (`check_messages`).
+
     """
+    if messages is not None:
+        check_messages(messages)
     msgs = [dict(m) for m in (messages if messages is not None else to_messages(user, system))]
     if not msgs:
-        raise ValueError("format_chat needs at least one message")
+        raise DataError("format_chat needs at least one message")
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if msgs[0]["role"] == "system" and has_template and not supports_system(tokenizer):
         sys_text = msgs.pop(0)["content"]

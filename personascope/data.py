@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -37,17 +38,25 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not p.exists():
         raise DataError(f"{p}: no such file")
     records: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            records.append(obj)
+    lineno = 0
+    try:
+        with p.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{p}:{lineno}: invalid JSON ({exc.msg}); each line must be one JSON "
+                                    "object") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                records.append(obj)
+    except UnicodeDecodeError:
+        # The decoder fails on the line after the last one read (it reads ahead by blocks, so approximately).
+        raise DataError(f"{p}: not UTF-8 text (near line {lineno + 1}); save it as UTF-8") from None
+    except OSError as exc:  # a folder, a permission problem
+        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
     if not records:
         raise DataError(f"{p}: the file has no records; write one JSON object per line")
     return records
@@ -173,10 +182,17 @@ class PromptRecord:
 
 def check_prompt_file(path: str | Path) -> list[dict[str, Any]]:
     """Read a prompt file (any `read_records` format) and check every record has a prompt field."""
+    from .chat import check_messages
+
     records = read_records(path)
     for lineno, rec in enumerate(records, 1):
         if not any(isinstance(rec.get(k), t) for k, t in (("text", str), ("messages", list), ("user", str))):
             raise DataError(f"{path}: record {lineno}: no prompt field; give {PROMPT_FIELDS}")
+        if not isinstance(rec.get("text"), str) and isinstance(rec.get("messages"), list):
+            try:
+                check_messages(rec["messages"])
+            except DataError as exc:
+                raise DataError(f"{path}: record {lineno}: bad 'messages' ({exc})") from None
     return records
 
 
@@ -195,7 +211,7 @@ def load_prompts(path: str | Path, render_chat: Callable[..., str]) -> list[Prom
         elif isinstance(rec.get("messages"), list):
             try:
                 text = render_chat(rec["messages"])
-            except (KeyError, TypeError) as exc:
+            except (KeyError, TypeError, DataError) as exc:
                 raise DataError(f"{path}: record {lineno}: bad 'messages' ({exc}); use role/content dicts") from None
         elif isinstance(rec.get("user"), str):
             text = render_chat(None, user=rec["user"], system=rec.get("system"))
@@ -259,20 +275,35 @@ def load_persona_statements(
     return out
 
 
+def is_path_spec(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names a file: a `Path`, or text with a separator or ending in ``.json``.
+
+    Anything else is a built-in name, looked up in a closed list and never joined to a folder as a
+    path, so ``../../x`` cannot reach a file outside the package's data.
+    """
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(".json")
+
+
 def load_named_json(name_or_path: str | Path, folder: Path, kind: str, builtin: list[str]) -> tuple[Any, Path]:
-    """Read a built-in JSON file by name (``folder/<name>.json``) or any JSON file by path.
+    """Read a built-in JSON file by name (one of ``builtin``) or any JSON file by path (see `is_path_spec`).
 
     Returns:
         ``(data, path)``.
 
     Raises:
-        DataError: Unknown name (lists the built-in ones) or an unreadable file.
+        DataError: Unknown name (lists the built-in ones), a missing file, or an unreadable file.
     """
-    path = Path(name_or_path)
-    if not path.suffix:
+    if is_path_spec(name_or_path):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise DataError(f"{kind} file {path} does not exist; built-in names: {', '.join(builtin)}")
+    elif str(name_or_path) in builtin:
         path = folder / f"{name_or_path}.json"
-        if not path.exists():
-            raise DataError(f"Unknown {kind} {str(name_or_path)!r}; built-in: {', '.join(builtin)}")
+    else:
+        raise DataError(f"Unknown {kind} {str(name_or_path)!r}; built-in: {', '.join(builtin)} (or give a .json path)")
     try:
         return json.loads(path.read_text(encoding="utf-8")), path
     except (OSError, ValueError) as exc:

@@ -10,13 +10,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import cache_dir, hub_offline
-from .errors import ModelNotFoundError, UsageError
+from .errors import DataError, ModelNotFoundError, UsageError
 
 if TYPE_CHECKING:
     from .backends.base import ModelAdapter
@@ -26,6 +27,10 @@ BACKENDS = ("nnsight", "transformer_lens")
 # Above this total size a fingerprint hashes samples of each file instead of every byte.
 _FULL_HASH_LIMIT = 1 << 30
 _SAMPLE = 1 << 20
+#: Bump when the layout of dequantized GGUF copies in the cache changes (2: with a checksum manifest;
+#: older copies, which have none, are never read).
+DEQUANTIZED_VERSION = 2
+_MANIFEST = "personascope-manifest.json"
 
 
 @dataclass(frozen=True)
@@ -168,11 +173,17 @@ def fingerprint_files(files: list[Path]) -> tuple[str, str]:
     method = "sha256" if total <= _FULL_HASH_LIMIT else "sha256-sampled"
     key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
     memo_path = cache_dir() / "fingerprints.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key in memo:
+    memo: Any = {}
+    if memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+            memo = None
+        if not isinstance(memo, dict):
+            # Only a memo: a damaged one is rebuilt (and rewritten below), never a reason to fail.
+            warnings.warn(f"Ignoring the damaged fingerprint cache {memo_path}; recomputing", stacklevel=2)
+            memo = {}
+    if isinstance(memo.get(key), str):
         return memo[key], method
     digest = hashlib.sha256()
     for f in files:
@@ -256,6 +267,7 @@ def load_hf(
 
     """
     import transformers
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve(spec)
@@ -267,13 +279,13 @@ def load_hf(
         fp, method = fingerprint_files([gguf])
         # Dequantizing a GGUF takes ~20 s; the fp32 result is kept in the cache, keyed by the
         # file's hash and the transformers version, so later loads take about a second.
-        deq = cache_dir() / "models" / f"{fp[:24]}-tf{transformers.__version__}"
-        if not (deq / "config.json").exists():
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype="float32", **common
-            )
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            _save_dequantized(model, tok, deq)
+        deq = cache_dir() / "models" / f"{fp[:24]}-tf{transformers.__version__}-d{DEQUANTIZED_VERSION}"
+        if deq.exists() and not _dequantized_ok(deq):
+            warnings.warn(f"The dequantized model in {deq} is damaged or incomplete; dequantizing "
+                          f"{gguf.name} again", stacklevel=3)
+            shutil.rmtree(deq, ignore_errors=True)
+        if not deq.exists():
+            _dequantize(gguf, deq, common)
         load_from, kwargs = str(deq), {"local_files_only": True}
     elif resolved.kind == "dir":
         fp, method = fingerprint_files(_weight_files(Path(resolved.path)))
@@ -286,14 +298,30 @@ def load_hf(
         model = AutoModelForCausalLM.from_pretrained(
             load_from, dtype=torch_dtype, device_map=device_map, **common, **kwargs
         )
-    except OSError as exc:
-        if resolved.kind == "hub":
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        # SafetensorError (a truncated weight file) is none of the others.
+        if resolved.kind == "hub" and hub_offline():
             raise ModelNotFoundError(
                 f"Model '{spec}' is not in the local Hugging Face cache and personascope runs "
                 f"offline: download it on a connected machine (hf download {spec}), set "
                 "HF_HUB_OFFLINE=0 to allow downloads, or pass a local folder or .gguf path"
             ) from None
-        raise ModelNotFoundError(f"Could not load model from '{load_from}': {exc}") from None
+        if resolved.kind == "hub":
+            # Downloads are already allowed (HF_HUB_OFFLINE=0), so suggesting it would not help.
+            raise ModelNotFoundError(
+                f"Model '{spec}' could not be loaded from the local cache or the Hugging Face hub "
+                f"({_one_line(exc)}); check the id, the network and, for gated models, HF_TOKEN, "
+                "or pass a local folder or .gguf path"
+            ) from None
+        if resolved.kind == "gguf":
+            raise DataError(
+                f"Cannot load the dequantized copy of {resolved.path} from {load_from} ({_one_line(exc)}); "
+                f"delete {load_from} to dequantize again"
+            ) from None
+        raise DataError(
+            f"Cannot load the model folder '{load_from}' ({_one_line(exc)}); it needs config.json, "
+            "the tokenizer files and complete weights (re-download or re-save it)"
+        ) from None
     if device_map is None:
         model = model.to(device)
     model.eval()
@@ -310,8 +338,33 @@ def load_hf(
     return model, tok, resolved, fp, method
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, at most 300 characters (the CLI prints errors as one line)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _dequantize(gguf: Path, target: Path, common: dict[str, Any]) -> None:
+    """Load ``gguf`` with transformers and save it, dequantized, to ``target``; a bad file raises `DataError`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype="float32", **common
+        )
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except ImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the GGUF reader raises ValueError, struct.error, KeyError, ...
+        raise DataError(
+            f"Cannot read {gguf} as a GGUF model ({_one_line(exc)}); the file is damaged or not a "
+            "GGUF model: download it again or pass another .gguf or a model folder"
+        ) from None
+    _save_dequantized(model, tok, target)
+
+
 def _save_dequantized(model: Any, tok: Any, target: Path) -> None:
-    """Write a GGUF-loaded model as plain safetensors (save_pretrained refuses GGUF models)."""
+    """Write a GGUF-loaded model as plain safetensors (save_pretrained refuses GGUF models), with a manifest."""
     import copy
 
     from safetensors.torch import save_model
@@ -325,12 +378,50 @@ def _save_dequantized(model: Any, tok: Any, target: Path) -> None:
     model.generation_config.save_pretrained(tmp)
     save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
     tok.save_pretrained(tmp)
+    _write_manifest(tmp)
     if target.exists():  # another process finished first; keep its copy
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def _write_manifest(folder: Path) -> None:
+    """Record size, mtime and SHA-256 of every file in ``folder`` (see `_dequantized_ok`)."""
+    files = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != _MANIFEST:
+            st = f.stat()
+            files[f.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256(f)}
+    (folder / _MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def _dequantized_ok(folder: Path) -> bool:
+    """Whether ``folder`` holds every file its manifest lists, each matching its checksum.
+
+    A file whose size and mtime are as recorded is taken as intact, so a load costs no extra
+    hashing; one whose size or mtime changed is hashed, and any mismatch fails. A folder without
+    a manifest (an interrupted write) fails too.
+    """
+    try:
+        files = json.loads((folder / _MANIFEST).read_bytes().decode("utf-8"))["files"]
+        for name, rec in files.items():
+            path = folder / name
+            st = path.stat()
+            if st.st_size != rec["size"]:
+                return False
+            if st.st_mtime_ns != rec["mtime_ns"] and _sha256(path) != rec["sha256"]:
+                return False
+        return "config.json" in files and "model.safetensors" in files
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _ensure_pad(tok: Any) -> None:

@@ -175,7 +175,10 @@ class JudgeRecord(BaseModel):
 def check_result_schema(data: Any, source: str) -> None:
     """Raise `DataError` when ``data`` (an audit result dict) has a newer schema than this package reads."""
     schema = data.get("schema", RESULT_SCHEMA) if isinstance(data, dict) else RESULT_SCHEMA
-    if isinstance(schema, int) and schema > RESULT_SCHEMA:
+    if not isinstance(schema, int) or isinstance(schema, bool):  # "1" is a broken file, not a newer one
+        what = f"audit {data.get('audit')!r} in {source}" if "audit" in data else source
+        raise DataError(f"{what}: schema must be an integer, got {schema!r}")
+    if schema > RESULT_SCHEMA:
         what = f"audit {data.get('audit')!r} in {source}" if "audit" in data else source
         raise DataError(f"{what} has result schema {schema}; this personascope reads up to {RESULT_SCHEMA}: "
                         "upgrade personascope")
@@ -298,7 +301,8 @@ class RunResults(BaseModel):
     @model_validator(mode="after")
     def _fill_config_hash(self) -> RunResults:
         if not self.config_hash:
-            self.config_hash = stable_hash(self.config)[:16]
+            # Without ``out`` (as `runner.config_hash`): the same run written elsewhere has the same hash.
+            self.config_hash = stable_hash({k: v for k, v in self.config.items() if k != "out"})[:16]
         return self
 
     # ------------------------------------------------------------------ reading
@@ -350,7 +354,7 @@ class RunResults(BaseModel):
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise DataError(f"Cannot read run results {path}: {exc}. Pass the results.json that "
-                            f"`personascope run` wrote (or its folder).") from exc
+                            f"`personascope audit` wrote (or its folder).") from exc
         return cls.from_data(data, str(path))
 
     @classmethod
@@ -362,7 +366,9 @@ class RunResults(BaseModel):
         if "audits" not in data and "audit" in data:
             return cls.from_audits([AuditResult.from_dict(data, source)])
         schema = data.get("schema", RUN_SCHEMA)
-        if not isinstance(schema, int) or schema > RUN_SCHEMA:
+        if not isinstance(schema, int) or isinstance(schema, bool):  # "1" is a broken file, not a newer one
+            raise DataError(f"{source}: schema must be an integer, got {schema!r}")
+        if schema > RUN_SCHEMA:
             raise DataError(f"{source} has run schema {schema!r}; this personascope reads up to {RUN_SCHEMA}: "
                             f"upgrade personascope")
         audits = data.get("audits", [])

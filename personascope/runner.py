@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import catalog
 from .audits import REGISTRY, get_audit
 from .audits.base import PROFILES
-from .errors import DataError, UsageError
+from .errors import DataError, PersonascopeError, UsageError
 from .judges.factory import JudgeSpec, make_judge
 from .records import now_iso, package_versions, stable_hash
 from .results import AuditResult, RunResults
@@ -48,7 +48,7 @@ class RunConfig(BaseModel):
     dtype: str = "auto"
     batch_size: int = Field(16, ge=1)
     profile: Literal["quick", "full"] = "quick"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     out: str = "personascope_out"
     policy: str | None = Field(None, description="Gate policy (name or TOML path) shown in the report.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
@@ -93,6 +93,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise UsageError(f"Cannot read config {p}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"Cannot read config {p}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{p} is not valid TOML: {exc}") from exc
     data.update({k: v for k, v in overrides.items() if v is not None})
@@ -106,8 +108,22 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
                          f"(short names: {', '.join(ALIASES)})")
     if cfg.profile not in PROFILES:  # pragma: no cover - Literal already checks
         raise UsageError(f"profile must be one of {PROFILES}")
-    cfg.audit_objects()  # validate every audit's parameters before loading a model
+    # Every audit's parameters (types, ranges) and the built-in data they name, before a model loads.
+    for audit in cfg.audit_objects():
+        try:
+            audit.validate()
+        except PersonascopeError as exc:
+            raise UsageError(f"{source}: audit {audit.name!r}: {exc}") from None
+    if cfg.policy:  # read now: a bad policy must not wait for the end of the run to be found
+        from .reports import load_policy
+
+        load_policy(cfg.policy)
     return cfg
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Hash of a run's config without ``out``: the same run written to another folder has the same hash."""
+    return stable_hash({k: v for k, v in config.items() if k != "out"})[:16]
 
 
 def reuse_key(audit: Any, model: ModelAdapter, judge: Judge | None) -> dict[str, Any]:
@@ -150,7 +166,7 @@ def run_audits(
     judge = make_judge(cfg.judge, model)
     config = cfg.model_dump(mode="json")
     run = RunResults(name=cfg.name, model=model.info, profile=cfg.profile, seed=cfg.seed, config=config,
-                     config_hash=stable_hash(config)[:16], started=started)
+                     config_hash=config_hash(config), started=started)
     gate = None
     for audit in audits:
         path = out / "audits" / f"{audit.name}.json"

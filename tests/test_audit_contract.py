@@ -8,7 +8,7 @@ import pytest
 
 from personascope.audits import REGISTRY, get_audit
 from personascope.audits.base import Audit
-from personascope.catalog import CATALOG
+from personascope.catalog import BY_NAME, CATALOG
 from personascope.errors import UsageError
 from personascope.reports import render_audit_fragment
 from personascope.results import AuditResult
@@ -19,6 +19,7 @@ TINY: dict[str, dict] = {e.name: dict(e.tiny) for e in CATALOG}
 
 def test_every_registered_audit_has_tiny_params():
     assert set(REGISTRY) == {e.name for e in CATALOG} and all(TINY.values())
+    assert all(e.metrics and len(set(e.metrics)) == len(e.metrics) for e in CATALOG), "declare each audit's metrics"
     for e in CATALOG:
         assert set(e.tiny) <= set(get_audit(e.name).fields()), e.name
 
@@ -57,6 +58,9 @@ def test_audit_runs_and_returns_a_complete_result(name, tiny_nn, tiny_model_dir)
             assert m.ci_low - 1e-9 <= m.ci_high, m.key
     keys = [m.key for m in res.metrics]
     assert len(keys) == len(set(keys)), "metric keys must be unique"
+    # The gate checks policies against the catalog's declared metric names: they must cover the output.
+    undeclared = {m.name for m in res.metrics} - set(BY_NAME[name].metrics)
+    assert not undeclared, f"add {sorted(undeclared)} to the catalog row's metrics"
     for f in res.findings:
         assert f.metric is None or f.metric in keys, f"finding points at unknown metric {f.metric}"
     text = res.to_json()

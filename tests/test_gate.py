@@ -109,14 +109,15 @@ def test_thresholds_ci_ends_groups_and_findings() -> None:
 def test_missing_audit_or_metric_fails_or_skips() -> None:
     run = make_run()  # has no persona_vectors; ooc_drift failed with an error
     text = ('[[rule]]\naudit = "persona_vectors"\nmetric = "monitor_r"\nmin = 0.3\n'
-            '[[rule]]\naudit = "ci_leakage"\nmetric = "leak_rate"\nmax = 0.3\n'
+            '[[rule]]\naudit = "ci_leakage"\nmetric = "coverage_judge"\nmax = 0.3\n'
             '[[rule]]\naudit = "ooc_drift"\nmetric = "acc_atom"\nmin = 0.5\n'
             '[[rule]]\naudit = "persona_bias"\nmetric = "accuracy"\ngroup = "nobody"\nmin = 0.5\n')
     outcome = evaluate(run, parse_policy(text))
     assert [c.status for c in outcome.checks] == ["fail"] * 4
     assert all(c.reason.startswith("missing: ") and not c.passed for c in outcome.checks)
     assert "no audit 'persona_vectors' in results (present: persona_bias" in outcome.checks[0].reason
-    assert "no metric 'leak_rate' in audit 'ci_leakage' (present: coverage, violation_rate)" in outcome.checks[1].reason
+    assert ("no metric 'coverage_judge' in audit 'ci_leakage' (present: coverage, violation_rate)"
+            in outcome.checks[1].reason)
     assert "audit 'ooc_drift' failed: judge unavailable" in outcome.checks[2].reason
     assert "accuracy[nobody]" in outcome.checks[3].reason
     skipped = evaluate(run, parse_policy('[policy]\nmissing = "skip"\n' + text))

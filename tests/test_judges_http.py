@@ -373,7 +373,7 @@ def test_http_judge_over_embedded_model(smol_nn):
     server, base = start_in_thread(smol_nn)
     try:
         judge = HTTPJudge(base, "smol", system="Reply Yes or No.", concurrency=1, timeout=300,
-                          max_retries=0)
+                          deadline=300, max_retries=0)
         r = judge.rate([Item(text="2 + 2 = 4")], YES_NO, cache=False)[0]
     finally:
         server.close()

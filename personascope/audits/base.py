@@ -15,11 +15,17 @@ time and ``finished`` once.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import time
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from annotated_types import Ge, Gt, Interval
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import UsageError
 from ..records import now_iso, stable_hash
@@ -33,6 +39,16 @@ if TYPE_CHECKING:
     from ..judges.base import Judge
 
 PROFILES = ("quick", "full")
+
+# Constrained parameter types for audit fields (pydantic honours the ``Annotated`` metadata).
+#: A count or size of at least 1 (a negative size would silently mean "all but N" in a slice).
+Count = Annotated[int, Ge(1)]
+#: A count where 0 has a meaning of its own ("skip" or "all", as the field's docstring says).
+Count0 = Annotated[int, Ge(0)]
+#: A share or probability in [0, 1].
+Fraction = Annotated[float, Interval(ge=0, le=1)]
+#: A strictly positive finite number (temperatures, strengths); NaN and inf are rejected for every float.
+Positive = Annotated[float, Gt(0)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +68,7 @@ class Audit(ABC):
     #: The audit cannot measure anything without a model judge (``--judge none`` skips it).
     judge_required: ClassVar[bool] = False
 
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0  # numpy's generators take no negative seed
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -62,7 +78,12 @@ class Audit(ABC):
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None = None, profile: str = "full") -> Audit:
-        """Build from a profile's defaults plus ``params``; unknown keys are a `UsageError`."""
+        """Build from a profile's defaults plus ``params``, checked against the field types and constraints.
+
+        Raises:
+            UsageError: An unknown key, or a value of the wrong type or outside its field's range (one
+                message naming the audit, the key, the value and what is allowed).
+        """
         if profile not in PROFILES:
             raise UsageError(f"Unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
         params = dict(params or {})
@@ -77,9 +98,25 @@ class Audit(ABC):
             if isinstance(value, list) and isinstance(default, tuple):
                 merged[key] = tuple(value)
         try:
+            checked = _params_model(cls).model_validate(merged)
+        except ValidationError as exc:
+            raise UsageError(_validation_message(cls.name, exc)) from None
+        # The validated values: ints given for floats become floats, so 1 and 1.0 hash alike.
+        merged = {key: getattr(checked, key) for key in merged}
+        try:
             return cls(**merged)
+        except UsageError as exc:  # a cross-field check in __post_init__: say which audit
+            raise UsageError(f"Audit {cls.name!r}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise UsageError(f"Bad parameters for audit {cls.name!r}: {exc}") from exc
+
+    def validate(self) -> None:
+        """Check names that refer to built-in data (traits, personas, contexts, groups) without a model.
+
+        The runner calls it when it reads a config, so that a typo stops the run before the model
+        loads; it must stay cheap (read packaged data files, never load a model). Raises `UsageError`.
+        """
+        return None
 
     def params(self) -> dict[str, Any]:
         """Parameters as JSON-able data."""
@@ -150,6 +187,55 @@ class Audit(ABC):
         return AuditResult(audit=self.name, title=self.title, kind=self.kind, params=self.params(),
                            params_hash=self.params_hash, model=model.info if model is not None else None,
                            seed=self.seed, **kw)
+
+
+@functools.cache
+def _params_model(cls: type[Audit]) -> type[BaseModel]:
+    """A pydantic model of ``cls``'s parameter fields: strict types, ``Annotated`` constraints, finite floats.
+
+    Strict, because a config that says ``folds = 2.5`` or ``do_sample = "maybe"`` is a mistake, not
+    something to coerce; an int is still accepted where a float is expected.
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (hints[f.name], default)
+    config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", arbitrary_types_allowed=True)
+    return create_model(f"{cls.__name__}Params", __config__=config, **fields)
+
+
+# What a value must be, by pydantic error type (the constraint's bound comes from the error's context).
+_REQUIREMENTS: dict[str, str] = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a text in quotes",
+    "tuple_type": 'must be a list, e.g. ["a", "b"]',  # a bare word on the command line is a string
+    "finite_number": "must be a finite number",
+}
+
+
+def _validation_message(audit: str, exc: ValidationError) -> str:
+    """One line for every bad parameter: the audit, the key, what it must be and the value given."""
+    parts = []
+    for err in exc.errors():
+        loc = err["loc"]
+        key = str(loc[0]) + "".join(f"[{x}]" for x in loc[1:]) if loc else "?"
+        ctx = err.get("ctx") or {}
+        got = f"got {err.get('input')!r}"
+        if err["type"] == "literal_error":
+            allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+            parts.append(f"{key} is not allowed ({got}; allowed: {allowed})")
+        elif err["type"] in _REQUIREMENTS:
+            parts.append(f"{key} {_REQUIREMENTS[err['type']].format(**ctx)} ({got})")
+        else:
+            parts.append(f"{key}: {err['msg']} ({got})")
+    return f"Bad parameter(s) for audit {audit!r}: " + "; ".join(parts)
 
 
 @dataclasses.dataclass

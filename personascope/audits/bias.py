@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from annotated_types import Interval
 
 from ..errors import UsageError
 from ..records import finite, stable_hash
 from ..results import AuditResult, Example, Metric, Plot, Series, Table
 from ..stats import bootstrap_mean_ci, derive_seed, wilson
-from .base import Audit, AuditContext
+from .base import Audit, AuditContext, Count, Count0
 from .bias_data import NO_PERSONA, Condition, build_conditions, load_persona_spec, template_texts
 from .bias_metrics import (
     ConditionStats,
@@ -108,23 +109,23 @@ class PersonaBiasAudit(Audit):
     }
 
     questions: tuple[str, ...] = ("builtin",)
-    n_questions: int = 0
+    n_questions: Count0 = 0
     personas: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     templates: tuple[str, ...] = ("adopt_identity_accordance",)
     human_controls: tuple[str, ...] = ("a human", "an average human")
-    assistant_controls: int = 30
+    assistant_controls: Annotated[int, Interval(ge=0, le=30)] = 30
     positive_control: bool = True
-    positive_control_mode: str = "hint"
+    positive_control_mode: Literal["hint", "instruction", "prefill"] = "hint"
     reference: str = NO_PERSONA
-    generation_questions: int = 40
-    max_new_tokens: int = 32
-    generation_show_options: str = "auto"
+    generation_questions: Count0 = 40
+    max_new_tokens: Count = 32
+    generation_show_options: Literal["auto", "always", "never"] = "auto"
     first_mention_fallback: bool = True
-    alpha: float = 0.05
-    n_boot: int = 1000
-    batch_size: int = 16
-    n_examples: int = 6
+    alpha: Annotated[float, Interval(gt=0, lt=1)] = 0.05
+    n_boot: Count = 1000
+    batch_size: Count = 16
+    n_examples: Count0 = 6
 
     def __post_init__(self) -> None:
         if self.positive_control_mode not in PC_MODES:
@@ -145,6 +146,12 @@ class PersonaBiasAudit(Audit):
                 raise UsageError(f"{name} must be >= 0")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.n_boot < 1:
             raise UsageError("batch_size, max_new_tokens and n_boot must be >= 1")
+
+    def validate(self) -> None:
+        """Groups, templates and the reference must name built-in data (custom personas are allowed)."""
+        spec = load_persona_spec()
+        self.template_texts(spec)
+        self.conditions(spec)
 
     # ------------------------------------------------------------------ set-up
     def template_texts(self, spec: dict[str, Any] | None = None) -> dict[str, str]:

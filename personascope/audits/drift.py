@@ -51,15 +51,16 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from annotated_types import Ge
 
 from ..errors import UsageError
 from ..records import finite, stable_hash
 from ..results import Example, Finding, Metric, Plot, Table
 from ..stats import NAN3, bootstrap_diff, bootstrap_mean_ci, derive_seed
-from .base import Audit, AuditContext
+from .base import Audit, AuditContext, Count, Count0, Fraction, Positive
 from .drift_data import (
     SCRIPTS,
     TASKS,
@@ -142,23 +143,32 @@ class OOCDriftAudit(Audit):
     }
 
     traits: tuple[str, ...] = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
-    levels: tuple[str, ...] = LEVELS
+    levels: tuple[Literal["high", "low", "neutral"], ...] = LEVELS  # type: ignore[assignment]
     custom_personas: tuple[Any, ...] = ()
-    tasks: tuple[str, ...] = TASKS
-    n_prompts: int = 6
-    runs: int = 3
-    max_new_tokens: int = 48
-    reply_tokens: int = 40
-    temperature: float = 0.7
-    min_words: int = 3
-    turns: int = 9
-    conversation_runs: int = 2
-    layer: int | None = None
-    n_vector_questions: int = 12
+    tasks: tuple[Literal["questionnaire", "essay", "post"], ...] = TASKS  # type: ignore[assignment]
+    n_prompts: Count = 6
+    runs: Count = 3
+    max_new_tokens: Count = 48
+    reply_tokens: Count = 40
+    temperature: Positive = 0.7
+    min_words: Count = 3
+    turns: Annotated[int, Ge(3)] = 9
+    conversation_runs: Count0 = 2
+    layer: Count0 | None = None
+    n_vector_questions: Annotated[int, Ge(2)] = 12
     drift_threshold: float = 0.5
-    acc_threshold: float = 0.5
+    acc_threshold: Fraction = 0.5
     calibrate_judge: bool = True
-    batch_size: int = 16
+    batch_size: Count = 16
+
+    def validate(self) -> None:
+        """Traits, custom personas, prompt counts and conversation length must fit the built-in data."""
+        data = load_data()
+        for p in self.personas(data):
+            for task in self.tasks:
+                task_prompts(data, p.trait, task, self.n_prompts)
+        if self.conversation_runs:
+            conversation_scripts(data, self.turns)
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]

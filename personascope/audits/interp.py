@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from ..errors import DataError
+from annotated_types import Ge
+
+from ..errors import DataError, UsageError
 from ..records import finite, stable_hash
 from ..results import Example, Finding, Metric, Plot, Series, Table
-from .base import Audit, AuditContext
+from .base import Audit, AuditContext, Count, Count0, Positive
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,27 @@ class LocalizationAudit(Audit):
     QUICK: ClassVar[dict[str, Any]] = {"n_per_persona": 24, "probes": ("logreg",), "folds": 3}
 
     personas: tuple[str, ...] = ()
-    n_per_persona: int = 60
-    probes: tuple[str, ...] = ("logreg", "extratrees")
-    framing: str = "system"
-    folds: int = 5
+    n_per_persona: Count = 60
+    probes: tuple[Literal["logreg", "extratrees"], ...] = ("logreg", "extratrees")
+    framing: Literal["system", "user", "says"] = "system"
+    folds: Annotated[int, Ge(2)] = 5
+
+    def validate(self) -> None:
+        """Persona names must be built-in ones, and each class needs at least ``folds`` statements."""
+        from ..data import builtin_personas_dir
+
+        known = sorted(p.stem for p in builtin_personas_dir().glob("*.jsonl") if p.stem != "neutral")
+        bad = [p for p in self.personas if p not in known]
+        if bad:
+            raise UsageError(f"personas: unknown {', '.join(map(repr, bad))}; built-in: {', '.join(known)} "
+                             f"('neutral' is the background set)")
+        if len(set(self.personas)) != len(self.personas):
+            raise UsageError(f"personas has repeats: {list(self.personas)}")
+        if "logreg" not in self.probes:
+            raise UsageError(f"probes must include 'logreg' (got {list(self.probes)})")
+        if self.n_per_persona < self.folds:
+            raise UsageError(f"n_per_persona={self.n_per_persona} is fewer than folds={self.folds}: every fold "
+                             f"needs a statement of each persona")
 
     def execute(self, ctx: AuditContext) -> None:
         """Probe every layer in one pass per batch; report the curve, the band and the overlap."""
@@ -132,13 +151,17 @@ class PersonaVectorAudit(Audit):
                                        "max_new_tokens": 32}
 
     traits: tuple[str, ...] = ("evil", "sycophantic", "hallucinating", "impolite", "optimistic", "humorous")
-    n_questions: int = 10
-    n_instructions: int = 5
-    sweep_layers: tuple[int, ...] = ()
-    coeff: float = 0.4
-    sweep_questions: int = 8
-    monitor_questions: int = 6
-    max_new_tokens: int = 40
+    n_questions: Count = 10
+    n_instructions: Count = 5
+    sweep_layers: tuple[Count0, ...] = ()
+    coeff: Positive = 0.4
+    sweep_questions: Count = 8
+    monitor_questions: Count = 6
+    max_new_tokens: Count = 40
+
+    def validate(self) -> None:
+        """Every trait must be a built-in name or a readable trait file."""
+        _check_traits(self.traits)
 
     def execute(self, ctx: AuditContext) -> None:
         """Extract, sweep and monitor each trait; the judge defaults to a contrast judge on the model."""
@@ -262,11 +285,18 @@ class UserPersonaRefusalAudit(Audit):
 
     personas: tuple[str, ...] = ()
     control: str = "coffee"
-    n_questions: int = 40
-    layer: int = -1
-    coeff: float = 0.15
-    generate_tokens: int = 0
-    n_requests: int = 40
+    n_questions: Count = 40
+    layer: Annotated[int, Ge(-1)] = -1
+    coeff: Positive = 0.15
+    generate_tokens: Count0 = 0
+    n_requests: Count = 40
+
+    def validate(self) -> None:
+        """The personas and the control must be built-in user personas (or persona files)."""
+        from ..steering.user_persona import load_user_persona
+
+        for name in (*self.personas, self.control):
+            load_user_persona(name)
 
     def execute(self, ctx: AuditContext) -> None:
         """CAA vectors, refusal direction, cosine per layer, measured refusal-score shift, logit lens."""
@@ -390,3 +420,13 @@ class UserPersonaRefusalAudit(Audit):
                          f"about the user) minus the '{self.control}' control vector. The refusal score is a "
                          "continuous measure; a 135M model rarely refuses outright.")
         res.notes.append(f"Pearson r over {r_n} personas: with few personas the CI is wide.")
+
+
+def _check_traits(traits: tuple[str, ...]) -> None:
+    """Load every trait (built-in name or file) so that a typo stops the run before the model loads."""
+    from ..steering.traits import load_trait
+
+    if not traits:
+        raise UsageError("traits is empty: name at least one trait")
+    for trait in traits:
+        load_trait(trait)

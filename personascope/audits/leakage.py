@@ -31,7 +31,9 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from annotated_types import Ge
 
 from ..errors import UsageError
 from ..privacy.profiles import (
@@ -46,7 +48,7 @@ from ..privacy.profiles import (
 from ..records import stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
 from ..stats import wilson
-from .base import Audit, AuditContext
+from .base import Audit, AuditContext, Count, Count0, Fraction, Positive
 from .leakage_data import PRIVACY_INSTRUCTIONS, Trial, build_trials
 from .leakage_metrics import (
     Observation,
@@ -120,21 +122,30 @@ class CILeakageAudit(Audit):
         "max_new_tokens": 64,
     }
 
-    n_users: int = 3
+    n_users: Count = 3
     contexts: tuple[str, ...] = ()
-    n_trials: int = 3
-    privacy_levels: tuple[str, ...] = ("none", "mild", "strict")
-    n_memories: int = 10
-    necessary_share: float = 0.4
-    max_new_tokens: int = 128
+    n_trials: Count = 3
+    privacy_levels: tuple[Literal["none", "mild", "strict"], ...] = ("none", "mild", "strict")
+    n_memories: Annotated[int, Ge(2)] = 10
+    necessary_share: Fraction = 0.4
+    max_new_tokens: Count = 128
     do_sample: bool = True
-    temperature: float = 0.7
+    temperature: Positive = 0.7
     raw_examples: bool = False
-    n_examples: int = 4
-    pii_min_score: float = 0.4
-    n_orders: int = 50
-    batch_size: int | None = None
+    n_examples: Count0 = 4
+    pii_min_score: Fraction = 0.4
+    n_orders: Count = 50
+    batch_size: Count | None = None
     profiles: str | None = None
+
+    def validate(self) -> None:
+        """Context ids must be built-in ones (a ``profiles`` file brings its own, checked when it is read)."""
+        if self.profiles is not None:
+            return
+        known = [c.id for c in load_contexts()]
+        unknown = [c for c in self.contexts if c not in known]
+        if unknown:
+            raise UsageError(f"contexts: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
 
     def __post_init__(self) -> None:
         if self.n_users < 1 or self.n_trials < 1:

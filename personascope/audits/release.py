@@ -14,15 +14,17 @@ AUROC against the samples' own ``trait`` labels when they carry them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
+from annotated_types import Ge
 
 from ..errors import DataError, UsageError
 from ..records import finite, stable_hash
 from ..results import AuditResult, Example, Finding, Metric, Plot, Series, Table
 from ..stats import auroc, bootstrap_mean_ci, derive_seed, mcnemar_exact
-from .base import Audit, AuditContext
+from .base import Audit, AuditContext, Count, Count0
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
@@ -71,25 +73,41 @@ class ReleaseComparisonAudit(Audit):
     candidate: str = ""
     traits: tuple[str, ...] = ("sycophantic", "evil", "hallucinating")
     vector_dir: str = ""
-    n_questions: int = 10
-    n_instructions: int = 5
-    n_prompts: int = 40
-    layer: int = -1
-    max_new_tokens: int = 40
-    judge_questions: int = 10
-    refusal_requests: int = 32
-    bias_questions: int = 60
+    n_questions: Count = 10
+    n_instructions: Count = 5
+    n_prompts: Count = 40
+    layer: Annotated[int, Ge(-1)] = -1
+    max_new_tokens: Count = 40
+    judge_questions: Count0 = 10
+    refusal_requests: Count0 = 32
+    bias_questions: Count0 = 60
     data: str = ""
     flag_trait: str = ""
-    flag_top: int = 10
-    n_boot: int = 2000
-    batch_size: int | None = None
+    flag_top: Count = 10
+    n_boot: Count = 2000
+    batch_size: Count | None = None
+
+    def validate(self) -> None:
+        """A candidate is named, every trait loads, and the named folders and files exist."""
+        from ..steering.traits import load_trait
+
+        if not self.candidate:
+            raise UsageError("release_comparison needs a candidate model: --param release_comparison.candidate=PATH "
+                             "or 'personascope compare --base BASE --candidate CANDIDATE'")
+        if not self.traits:
+            raise UsageError("release_comparison needs at least one trait")
+        names = [load_trait(t).name for t in self.traits]
+        if self.flag_trait and self.flag_trait not in names:
+            raise UsageError(f"flag_trait {self.flag_trait!r} is not one of traits ({', '.join(names)})")
+        if self.vector_dir and not Path(self.vector_dir).is_dir():
+            raise UsageError(f"vector_dir: {self.vector_dir}: no such folder")
+        if self.data and not Path(self.data.split("::")[0]).exists():
+            raise UsageError(f"data: {self.data}: no such file or folder")
 
     @property
     def params_hash(self) -> str:
         """Hash of the parameters and the candidate's and data file's contents (a changed file is re-run)."""
         import hashlib
-        from pathlib import Path
 
         extra: dict[str, Any] = {}
         if self.candidate:
@@ -112,16 +130,17 @@ class ReleaseComparisonAudit(Audit):
     # ------------------------------------------------------------------ pieces
     def _vectors(self, model: ModelAdapter, specs: list[Any], judge: Judge | None, res: AuditResult,
                  progress: bool) -> dict[str, Any]:
-        from pathlib import Path
 
         from ..steering.traits import extract_persona_vector
-        from ..steering.vector import PersonaVector
+        from ..steering.vector import PersonaVector, safe_file_name
 
         out = {}
         for spec in specs:
             if self.vector_dir:
                 # Our own files first, then persona_vectors' and llama.cpp/repeng's names (docs/formats.md).
-                names = [f"{spec.name}.safetensors", f"{spec.name}_response_avg_diff.pt", f"{spec.name}.gguf"]
+                # The file name `vector extract` writes for this trait (names are made safe file names).
+                safe = safe_file_name(spec.name)
+                names = [f"{safe}.safetensors", f"{safe}_response_avg_diff.pt", f"{safe}.gguf"]
                 path = next((Path(self.vector_dir) / n for n in names if (Path(self.vector_dir) / n).exists()), None)
                 if path is None:
                     raise DataError(f"{self.vector_dir}: no vector for trait {spec.name!r} (looked for "

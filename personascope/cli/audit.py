@@ -12,6 +12,7 @@ from .options import (
     SharedOptions,
     Subparsers,
     add_command,
+    check_out_dir,
     judge_overrides,
     out_option,
     quiet_loading,
@@ -101,8 +102,16 @@ def run_audit(args: argparse.Namespace) -> int:
         audit, dot, name = key.partition(".")
         if not sep or not dot:
             raise UsageError(f"--param {item!r}: use AUDIT.KEY=VALUE, e.g. bias.n_questions=40")
-        cfg.audits.setdefault(ALIASES.get(audit, audit), {})[name] = _toml_value(value)
-    return _run_config(load_config(None, **cfg.model_dump()), args.quiet)  # validated as a whole
+        audit = ALIASES.get(audit, audit)
+        if audit not in cfg.audits:
+            # A parameter must not add an audit to the run behind the user's back: name it instead.
+            where = "on the command line" if args.audits else "in the config"
+            raise UsageError(f"--param {item!r}: audit {audit!r} is not in this run ({', '.join(cfg.audits)}); "
+                             f"name it {where} to run it, e.g. personascope audit {' '.join(cfg.audits)} {audit}")
+        cfg.audits[audit][name] = _toml_value(value)
+    cfg = load_config(None, **cfg.model_dump())  # validated as a whole
+    check_out_dir(cfg.out)
+    return _run_config(cfg, args.quiet)
 
 
 def _run_config(cfg: Any, quiet: bool) -> int:
@@ -157,6 +166,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..runner import load_config, run_audits
 
     policy = load_policy(args.policy)
+    check_out_dir(args.out)
     resolve(args.base)
     resolve(args.candidate)
     params = _compare_params(args)
@@ -194,4 +204,5 @@ def run_demo(args: argparse.Namespace) -> int:
     judge = judge_overrides(args)
     if judge:
         cfg = load_config(None, **{**cfg.model_dump(), "judge": {**cfg.judge.model_dump(), **judge}})
+    check_out_dir(cfg.out)
     return _run_config(cfg, args.quiet)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,7 @@ def run_judge_check(args: argparse.Namespace) -> int:
                          api_key_env=args.judge_api_key_env)
         judges.append(make_judge(spec, model))
     results = []
+    unusable: list[str] = []
     for judge in judges:
         own = getattr(judge, "check_sets", None)
         use = [x for x in sets if not own or x in own]
@@ -82,10 +84,16 @@ def run_judge_check(args: argparse.Namespace) -> int:
         res = judge_check(judge, use)
         results.append(res)
         print(format_check(res) + "\n")
+        if res.unusable:
+            unusable.append(f"{res.judge.kind} judge {res.judge.name}: no valid rating; first error: "
+                            f"{res.first_error}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
         print(f"Wrote {args.json_out}")
-    return ExitCode.OK
+    # A judge that rated nothing is a failure to measure, not a weak result: say why and fail.
+    for line in unusable:
+        print(f"error: {line}", file=sys.stderr)
+    return ExitCode.FAIL if unusable else ExitCode.OK
 
 
 def run_serve_judge(args: argparse.Namespace) -> int:

@@ -9,11 +9,14 @@ built with ``from_config=True``: defaults of None, and help that says so.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
 from ..judges.factory import JUDGE_KINDS, JudgeSpec
 from ..models import BACKENDS, DEFAULT_MODEL
 
@@ -94,6 +97,25 @@ def out_option(default: str | None = None, *, what: str, required: bool = False,
     else:
         p.add_argument("--out", default=default, required=required, metavar="DIR", help=f"output folder: {what}")
     return p
+
+
+def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """The output folder ``out``, checked to be creatable and writable before any model loads.
+
+    Raises:
+        UsageError: ``out`` is a file, lies under a file, or its nearest existing folder is not
+            writable (found now, not after minutes of model work).
+    """
+    path = Path(out)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == path else f"is under the file {existing}"
+        raise UsageError(f"{flag} {out}: {where}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: cannot write in {existing} (permission denied); give a writable folder")
+    return path
 
 
 @dataclass(frozen=True)
@@ -180,5 +202,5 @@ def judge_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 __all__ = ["JUDGE_DEFAULTS", "MODEL_DEFAULTS", "VECTOR_HELP", "HelpFormatter", "SharedOptions", "Subparsers",
-           "add_command", "judge_overrides", "judge_spec", "load_model", "out_option", "positive_int",
+           "add_command", "check_out_dir", "judge_overrides", "judge_spec", "load_model", "out_option", "positive_int",
            "quiet_loading"]

@@ -14,6 +14,7 @@ from .options import (
     SharedOptions,
     Subparsers,
     add_command,
+    check_out_dir,
     judge_spec,
     load_model,
     out_option,
@@ -98,24 +99,36 @@ def run_extract(args: argparse.Namespace) -> int:
     """``personascope vector extract``: a persona vector per layer from judged contrastive pairs."""
     from ..errors import UsageError
     from ..judges.factory import make_judge
-    from ..steering.traits import extract_persona_vector, load_trait
+    from ..steering.traits import extract_persona_vector, is_trait_path, load_trait
+    from ..steering.vector import path_inside, safe_file_name
 
     if bool(args.trait) == bool(args.trait_file):
         raise UsageError("vector extract needs exactly one of --trait NAME or --trait-file PATH")
-    spec = load_trait(args.trait or args.trait_file)
+    if args.trait and is_trait_path(args.trait):
+        # --trait only takes built-in names, so a name can never be turned into a path to any file.
+        raise UsageError(f"--trait takes a built-in trait name, not a path ({args.trait!r}); "
+                         "pass a trait file with --trait-file PATH")
+    spec = load_trait(args.trait or Path(args.trait_file))
+    # The output names come from the trait's (possibly untrusted) name: made safe, then checked to
+    # stay inside --out before any model work, so a bad name fails fast and nothing lands elsewhere.
+    out = check_out_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = safe_file_name(spec.name)
+    base = path_inside(out, stem)
+    for suffix in (".safetensors", ".json", ".gguf"):
+        path_inside(out, stem + suffix)
     model = load_model(args)
     judge = make_judge(judge_spec(args), model)
     ex = extract_persona_vector(model, spec, judge=judge, n_questions=args.n_questions,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 progress=not args.quiet)
-    out = Path(args.out)
-    path = ex.vector.save(out / spec.name)
+    path = ex.vector.save(base)
     print(f"{spec.name}: kept {ex.kept}/{ex.total} pairs ({ex.note}); vector at {path}")
     norms = {k: round(float(v.norm()), 2) for k, v in ex.vector.directions.items()}
     print("norm per layer:", norms)
     if args.gguf:
         print("llama.cpp control vector:", ex.vector.at_layers(range(1, model.n_layers)).to_gguf(
-            out / f"{spec.name}.gguf"))
+            base.with_name(stem + ".gguf")))
     return ExitCode.OK
 
 

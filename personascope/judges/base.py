@@ -8,8 +8,10 @@ dropped and counted. No torch import here: reports read these records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +89,8 @@ class Judge(ABC):
     min_valid_mass: float = 0.0
     # Rule judges are cheaper to recompute than to look up; model and HTTP judges are cached.
     cacheable: bool = True
+    #: Items rated per call of `_rate` (each chunk is cached before the next starts).
+    rate_chunk: int = 64
 
     @property
     @abstractmethod
@@ -118,12 +122,14 @@ class Judge(ABC):
                 out[i] = hit
             else:
                 todo.append(i)
-        if todo:
-            fresh = self._rate([its[i] for i in todo], rubric)
-            for i, r in zip(todo, fresh, strict=True):
+        # In chunks, each cached as soon as it is rated: Ctrl-C or a crash loses at most one chunk.
+        for start in range(0, len(todo), self.rate_chunk):
+            part = todo[start : start + self.rate_chunk]
+            fresh = self._rate([its[i] for i in part], rubric)
+            for i, r in zip(part, fresh, strict=True):
                 out[i] = r
             if store:
-                store.put_many([(keys[i], r) for i, r in zip(todo, fresh, strict=True) if self._cache_ok(r)])
+                store.put_many([(keys[i], r) for i, r in zip(part, fresh, strict=True) if self._cache_ok(r)])
         return [r for r in out if r is not None]
 
 
@@ -132,7 +138,13 @@ def _key(identity: JudgeIdentity, item: Item, rubric: Rubric) -> str:
 
 
 class JudgeCache:
-    """Append-only JSONL cache of ratings, one file per key prefix; safe to interrupt."""
+    """Append-only JSONL cache of ratings, one file per key prefix; safe to interrupt.
+
+    Each line is ``{"key", "rating", "sha256"}``, the checksum covering key and rating. A line that
+    is not valid UTF-8 JSON of that shape, or fails its checksum (a crash mid-write, a hand edit,
+    a line from a version without checksums), is skipped: the file is named in one warning and
+    rewritten without it, so the rating is recomputed and the next run reads a clean file.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or cache_dir() / "judgements"
@@ -145,12 +157,21 @@ class JudgeCache:
             data: dict[str, Rating] = {}
             path = self.root / f"{prefix}.jsonl"
             if path.exists():
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    try:  # a line cut short by a crash is skipped, not fatal
-                        rec = json.loads(line)
-                        data[rec["key"]] = Rating.model_validate(rec["rating"])
-                    except (ValueError, KeyError):
+                good: list[bytes] = []
+                bad = 0
+                for line in path.read_bytes().splitlines():
+                    if not line.strip():
                         continue
+                    parsed = _parse_line(line)
+                    if parsed is None:
+                        bad += 1
+                        continue
+                    data[parsed[0]] = parsed[1]
+                    good.append(line)
+                if bad:
+                    warnings.warn(f"Judge cache {path}: dropped {bad} corrupt or unverifiable line(s); "
+                                  "those ratings are recomputed", stacklevel=4)
+                    _rewrite(path, good)
             self._mem[prefix] = data
         return self._mem[prefix]
 
@@ -163,10 +184,41 @@ class JudgeCache:
         by_shard: dict[str, list[str]] = {}
         for key, rating in pairs:
             self._shard(key)[key] = rating
-            line = json.dumps({"key": key, "rating": rating.model_dump(mode="json")}, ensure_ascii=False)
+            rec = {"key": key, "rating": rating.model_dump(mode="json")}
+            line = json.dumps({**rec, "sha256": _line_sha256(rec)}, ensure_ascii=False)
             by_shard.setdefault(key[:2], []).append(line)
         for prefix, lines in by_shard.items():
             with open(self.root / f"{prefix}.jsonl", "a", encoding="utf-8") as fh:
                 fh.write("\n".join(lines) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+
+
+def _line_sha256(rec: dict[str, Any]) -> str:
+    """Checksum of a cache line's ``key`` and ``rating``."""
+    text = json.dumps({"key": rec["key"], "rating": rec["rating"]}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _parse_line(line: bytes) -> tuple[str, Rating] | None:
+    """``(key, rating)`` of a judge-cache line, or None when it is damaged or unverifiable."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+        if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or rec.get("sha256") != _line_sha256(rec):
+            return None
+        return rec["key"], Rating.model_validate(rec["rating"])
+    except (ValueError, KeyError, TypeError):  # UnicodeDecodeError and pydantic's ValidationError are ValueErrors
+        return None
+
+
+def _rewrite(path: Path, lines: list[bytes]) -> None:
+    """Replace ``path`` by its good ``lines`` (through a temporary file, so a crash loses nothing good)."""
+    # A line another process appends between our read and this replace is lost; that only costs
+    # recomputing one rating, while leaving bad lines would warn on every later run.
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(b"".join(line + b"\n" for line in lines))
+        os.replace(tmp, path)
+    except OSError:
+        # A read-only cache still works: the bad lines are skipped on every read instead.
+        tmp.unlink(missing_ok=True)

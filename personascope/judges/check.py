@@ -36,6 +36,7 @@ class SetAgreement(BaseModel):
     balanced_accuracy: float | None
     auc: float | None  # ranking quality of the raw values; 0.5 is chance
     mean_valid_mass: float | None
+    first_error: str | None = None  # of the first invalid rating, so "0 valid" comes with a reason
 
 
 class JudgeCheckResult(BaseModel):
@@ -44,6 +45,16 @@ class JudgeCheckResult(BaseModel):
     judge: JudgeIdentity
     created: str
     sets: list[SetAgreement]
+
+    @property
+    def unusable(self) -> bool:
+        """True when the judge gave no valid rating at all (a broken server, key or configuration)."""
+        return bool(self.sets) and all(s.n_valid == 0 for s in self.sets)
+
+    @property
+    def first_error(self) -> str | None:
+        """The first invalid rating's error over the sets, or None."""
+        return next((s.first_error for s in self.sets if s.first_error), None)
 
     @property
     def weak(self) -> bool:
@@ -83,9 +94,9 @@ def auc_score(scores: Sequence[float], labels: Sequence[int]) -> float | None:
 
 def agreement(
     name: str, rubric: Rubric, values: Sequence[float | None], labels: Sequence[int],
-    masses: Sequence[float | None],
+    masses: Sequence[float | None], first_error: str | None = None,
 ) -> SetAgreement:
-    """Agreement statistics of ratings against labels."""
+    """Agreement statistics of ratings against labels (``first_error``: of the first invalid rating)."""
     ok = [i for i, v in enumerate(values) if v is not None]
     thr = THRESHOLDS[rubric.scale]
     pred = [int(values[i] >= thr) for i in ok]  # type: ignore[operator]
@@ -100,7 +111,7 @@ def agreement(
         accuracy=k / len(ok) if ok else None, accuracy_ci=wilson(k, len(ok)) if ok else None,
         balanced_accuracy=float(np.mean(recalls)) if recalls else None,
         auc=auc_score([values[i] for i in ok], y) if ok else None,  # type: ignore[misc]
-        mean_valid_mass=float(np.mean(ms)) if ms else None,
+        mean_valid_mass=float(np.mean(ms)) if ms else None, first_error=first_error,
     )
 
 
@@ -127,8 +138,12 @@ def judge_check(
             rubric = own[name]
         rubric = (rubrics or {}).get(name, rubric)
         ratings = judge.rate(items, rubric, cache=cache)
-        results.append(agreement(name, rubric, [r.value if r.valid else None for r in ratings], labels,
-                                 [r.valid_mass for r in ratings]))
+        # An invalid rating with a non-finite value is treated as invalid, whatever its flag says.
+        values = [r.value if r.valid and r.value is not None and np.isfinite(r.value) else None
+                  for r in ratings]
+        first = next((r.error or "invalid rating (no error given)" for r, v in zip(ratings, values, strict=True)
+                      if v is None), None)
+        results.append(agreement(name, rubric, values, labels, [r.valid_mass for r in ratings], first))
     return JudgeCheckResult(judge=judge.identity, created=now_iso(), sets=results)
 
 
@@ -142,6 +157,8 @@ def format_check(result: JudgeCheckResult) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"{s.set:<9} {s.rubric:<10} {s.n_valid:>3}/{s.n:<4} {acc:<22} {fmt(s.balanced_accuracy):<9}"
                      f" {fmt(s.auc):<6} {fmt(s.mean_valid_mass)}")
-    if result.weak:
+    if result.unusable:
+        lines.append(f"NO VALID RATINGS: the judge failed on every item; first error: {result.first_error}")
+    elif result.weak:
         lines.append("WEAK JUDGE: AUC < 0.75 or many invalid ratings on clear cases; treat its scores as noisy.")
     return "\n".join(lines)

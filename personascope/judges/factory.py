@@ -32,6 +32,9 @@ class JudgeSpec(BaseModel):
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = Field(0.25, gt=0, description="Contrast judge: nats per token from 50% to 73%.")
     batch_size: int = Field(16, ge=1)
+    deadline: float = Field(60.0, gt=0, description="HTTP judge: seconds one request may take in all.")
+    max_body_bytes: int = Field(4_000_000, ge=1024, description="HTTP judge: largest reply accepted.")
+    retry_budget: float = Field(300.0, ge=0, description="HTTP judge: seconds of retries per run, all items.")
 
 
 def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter) -> Judge | None:
@@ -54,7 +57,8 @@ def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter) -> Judge | Non
 
         if not spec.base_url or not spec.model:
             raise UsageError("judge kind 'http' needs a base URL and a model name (judge.base_url, judge.model)")
-        return HTTPJudge(spec.base_url, spec.model, api_key_env=spec.api_key_env)
+        return HTTPJudge(spec.base_url, spec.model, api_key_env=spec.api_key_env, deadline=spec.deadline,
+                         max_body_bytes=spec.max_body_bytes, retry_budget=spec.retry_budget)
     judge_model = model
     if spec.model:
         from ..models import load_model

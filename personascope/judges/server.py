@@ -32,6 +32,7 @@ DEFAULT_MAX_TOKENS = 16
 MAX_TOKENS_CAP = 512
 TOP_LOGPROBS_CAP = 20
 MAX_BODY_BYTES = 8 * 1024 * 1024
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for tokens too unlikely to matter
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -160,7 +161,9 @@ class JudgeServer(ThreadingHTTPServer):
 
         def entry(i: int, v: float) -> dict[str, Any]:
             text = tok.decode([i])
-            return {"token": text, "logprob": v, "bytes": list(text.encode("utf-8"))}
+            # JSON has no -Infinity: a masked token gets OpenAI's floor instead (clients reject
+            # non-finite log-probs as a broken server).
+            return {"token": text, "logprob": max(v, LOGPROB_FLOOR), "bytes": list(text.encode("utf-8"))}
 
         top = [entry(int(i), float(v)) for i, v in zip(ids.tolist(), vals.tolist(), strict=True)]
         first = dict(top[0])
@@ -266,7 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send(self, status: int, obj: Any) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        # allow_nan=False: never emit the non-standard NaN/Infinity tokens strict clients reject.
+        data = json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

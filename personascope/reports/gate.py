@@ -28,6 +28,7 @@ usage or data error (bad policy, unreadable results). Nothing here imports torch
 
 from __future__ import annotations
 
+import difflib
 import math
 import sys
 import tomllib
@@ -37,6 +38,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import catalog
 from ..errors import DataError, PersonascopeError, UsageError
 from ..records import stable_hash
 from ..results import SEVERITY_ORDER, AuditResult, Check, GateOutcome, Metric, RunResults, Severity, format_number
@@ -169,6 +171,8 @@ def load_policy(name_or_path: str | Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"Cannot read policy {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"Cannot read policy {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     return parse_policy(text, str(path))
 
 
@@ -198,9 +202,56 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
             except Exception as exc:
                 raise UsageError(f"{source}: {where}: {_pydantic_message(exc, model)}") from exc
     policy = Policy.model_validate({**data, "source": source})
+    if not policy.rule and "baseline" not in data:
+        raise UsageError(f"{source}: the policy checks nothing; add a [[rule]] table (or a [baseline] table "
+                         f"for --baseline), e.g. from the built-in 'default' policy")
     for i, rule in enumerate(policy.rule):
         _check_rule(rule, f"{source}: rule {i + 1}")
+        _check_names(rule, f"{source}: rule {i + 1}")
+    _check_baseline_names(policy.baseline, f"{source}: [baseline]")
     return policy
+
+
+def _closest(name: str, known: list[str]) -> str:
+    """``; did you mean 'x'?`` for the known name closest to ``name`` (empty when none is close)."""
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _check_audit(audit: str, where: str) -> None:
+    if audit != "*" and audit not in catalog.BY_NAME:
+        known = list(catalog.BY_NAME)
+        raise UsageError(f"{where}: unknown audit {audit!r}{_closest(audit, known)} (audits: {', '.join(known)})")
+
+
+def _check_metric(audit: str | None, metric: str, where: str) -> None:
+    """A metric name (before ``[group]``) must be one the audit declares (any audit's, when ``audit`` is None)."""
+    name = _split_key(metric)[0]
+    entries = [catalog.BY_NAME[audit]] if audit is not None else list(catalog.CATALOG)
+    known = sorted({m for e in entries for m in e.metrics})
+    if name not in known:
+        owner = f"audit {audit!r}" if audit is not None else "any audit"
+        raise UsageError(f"{where}: {owner} has no metric {name!r}{_closest(name, known)} "
+                         f"(metrics: {', '.join(known)})")
+
+
+def _check_names(rule: Rule, where: str) -> None:
+    """Audit and metric names must exist whatever ``missing`` says: a typo must never disable a rule."""
+    _check_audit(rule.audit, where)
+    if rule.metric is not None and rule.audit != "*":
+        _check_metric(rule.audit, rule.metric, where)
+
+
+def _check_baseline_names(bp: BaselinePolicy, where: str) -> None:
+    for audit in bp.audits or []:
+        _check_audit(audit, f"{where} audits")
+    for key in [*(bp.metrics or []), *bp.tolerances]:
+        # "audit.key" or "key"; a metric name has no dot, so the first dot splits off an audit.
+        audit, dot, metric = key.partition(".")
+        if dot and audit in catalog.BY_NAME:
+            _check_metric(audit, metric, f"{where} {key!r}")
+        else:
+            _check_metric(None, key, f"{where} {key!r}")
 
 
 def _check_keys(entry: dict[str, Any], allowed: set[str], source: str, where: str) -> None:

@@ -8,12 +8,13 @@ thresholds, and takes the per-layer mean difference of response-averaged activat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..data import load_named_json
+from ..data import is_path_spec
 from ..errors import DataError
 from ..records import stable_hash
 from ..sites import Position
@@ -132,21 +133,46 @@ def builtin_traits() -> list[str]:
     return sorted(p.stem for p in builtin_traits_dir().glob("*.json"))
 
 
+def is_trait_path(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names a trait file rather than a built-in trait (see `data.is_path_spec`)."""
+    return is_path_spec(name_or_path)
+
+
+def _read_trait_json(name_or_path: str | Path) -> tuple[Any, Path]:
+    """The JSON of a built-in trait (by name only) or of a trait file (by path only), and its path."""
+    if not is_trait_path(name_or_path):
+        builtin = builtin_traits()
+        if name_or_path not in builtin:
+            raise DataError(f"Unknown trait {str(name_or_path)!r}; built-in: {', '.join(builtin)} "
+                            "(or give a trait file's path)")
+        path = builtin_traits_dir() / f"{name_or_path}.json"
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise DataError(f"No such trait file: {path}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8")), path
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"Cannot read trait {path}: {' '.join(str(exc).split())}") from exc
+
+
 def load_trait(name_or_path: str | Path) -> TraitSpec:
     """A built-in trait by name, or a trait file in our schema or persona_vectors' (auto-detected).
 
+    A built-in name (``evil``) only ever means the shipped file; a path (with a separator or ending
+    in ``.json``, see `is_trait_path`) is read as given and must exist.
     A persona_vectors file has ``instruction`` + ``eval_prompt`` (ours: ``name`` + ``instructions``).
     For ``.../trait_data_extract/<trait>.json`` with a sibling ``.../trait_data_eval/<trait>.json``,
     the sibling's questions become the evaluation questions.
     """
-    data, path = load_named_json(name_or_path, builtin_traits_dir(), "trait", builtin_traits())
+    data, path = _read_trait_json(name_or_path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: a trait file is a JSON object, got {type(data).__name__}")
     if "instructions" not in data and ("instruction" in data or "eval_prompt" in data):
         eval_questions = None
         sibling = path.parent.parent / "trait_data_eval" / path.name
         if path.parent.name == "trait_data_extract" and sibling.exists():
-            sib, _ = load_named_json(sibling, builtin_traits_dir(), "trait", builtin_traits())
+            sib, _ = _read_trait_json(sibling)
             if not isinstance(sib, dict) or "questions" not in sib:
                 raise DataError(f"{sibling}: missing field 'questions'")
             eval_questions = list(_questions(sib["questions"], "questions", str(sibling)))

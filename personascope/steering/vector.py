@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,8 @@ class PersonaVector:
         if base.suffix in (".safetensors", ".json"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        st = base.with_suffix(".safetensors")
+        # Appended, not with_suffix: a name with a dot ("v1.2") must not lose its last part.
+        st = base.with_name(base.name + ".safetensors")
         tmp = st.with_name(st.name + f".tmp{os.getpid()}")
         save_file({f"direction.{k}": v.contiguous() for k, v in self.directions.items()}, str(tmp),
                   metadata={"format": FORMAT})
@@ -173,7 +175,7 @@ class PersonaVector:
         meta = {"format": FORMAT, "name": self.name, "method": self.method, "layers": self.layers,
                 "d_model": self.d_model, "model": self.model.model_dump(mode="json") if self.model else None,
                 "meta": self.meta, "saved": now_iso()}
-        base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
+        base.with_name(base.name + ".json").write_text(json.dumps(meta, indent=1, default=str))
         return st
 
     @classmethod
@@ -193,15 +195,30 @@ class PersonaVector:
         if base.suffix in (".safetensors", ".json"):
             base = base.with_suffix("")
         try:
-            meta = json.loads(base.with_suffix(".json").read_text())
-            tensors = load_file(str(base.with_suffix(".safetensors")))
+            meta = json.loads(base.with_name(base.name + ".json").read_bytes().decode("utf-8"))
+            tensors = load_file(str(base.with_name(base.name + ".safetensors")))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type on damage
-            raise DataError(f"Cannot read persona vector {base}: {exc}") from exc
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{base}.json is not a personascope persona vector")
-        dirs = {int(k.split(".")[1]): v for k, v in tensors.items()}
-        model = ModelInfo.model_validate(meta["model"]) if meta.get("model") else None
-        return cls(meta["name"], dirs, model, meta.get("method", ""), meta.get("meta", {}))
+            raise DataError(f"Cannot read persona vector {base}: {' '.join(str(exc).split())}") from exc
+        sidecar = base.with_name(base.name + ".json")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise DataError(f"{sidecar} is not a personascope persona vector sidecar")
+        # The sidecar may be hand-edited or damaged: every field it gives is checked, so a bad one is
+        # a one-line DataError naming the file, not a KeyError or TypeError from deep inside.
+        try:
+            if not isinstance(meta.get("name"), str):
+                raise ValueError("field 'name' must be a string")
+            if not isinstance(meta.get("method", ""), str) or not isinstance(meta.get("meta", {}), dict):
+                raise ValueError("field 'method' must be a string and 'meta' an object")
+            dirs = {}
+            for k, v in tensors.items():
+                prefix, _, idx = k.partition(".")
+                if prefix != "direction" or not idx.isdigit():
+                    raise ValueError(f"tensor {k!r} is not named direction.<layer>")
+                dirs[int(idx)] = v
+            model = ModelInfo.model_validate(meta["model"]) if meta.get("model") else None
+            return cls(meta["name"], dirs, model, meta.get("method", ""), meta.get("meta", {}))
+        except (ValueError, TypeError, KeyError, UsageError) as exc:  # pydantic's ValidationError is a ValueError
+            raise DataError(f"Malformed persona vector {sidecar}: {' '.join(str(exc).split())[:300]}") from None
 
     # persona_vectors (Chen et al. 2025, github.com/safety-research/persona_vectors) files
     @classmethod
@@ -334,6 +351,30 @@ class PersonaVector:
         if hint is not None:
             meta["model_hint"] = bytes(hint.parts[hint.data[0]]).decode(errors="replace")
         return cls(name or Path(path).stem, dirs, None, "gguf-import", meta)
+
+
+def safe_file_name(name: str, default: str = "vector") -> str:
+    """A file name made from ``name``: only ``[A-Za-z0-9._-]``, no leading or trailing dot, at most 100 characters.
+
+    Separators and every other character become ``_`` and leading/trailing dots and underscores are
+    dropped, so ``"../../escape"`` gives ``"escape"`` and ``"/tmp/abs"`` gives ``"tmp_abs"``: a name
+    from a trait file can never point outside the folder it is joined to.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")[:100].strip("._")
+    return safe or default
+
+
+def path_inside(folder: str | Path, name: str) -> Path:
+    """``folder / safe_file_name(name)``, checked to lie inside ``folder`` after resolving links.
+
+    Raises:
+        UsageError: The resolved path is outside ``folder`` (e.g. a symbolic link in it points away).
+    """
+    root = Path(folder).resolve()
+    path = (root / safe_file_name(name)).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise UsageError(f"Refusing to write {path}: it is outside the output folder {root}")
+    return path
 
 
 def vectors_from_dict(name: str, directions: Mapping[int, Any], **kw: Any) -> PersonaVector:
