@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_judges_http import _completion  # one fake-completion builder for both HTTP test modules
 
 from personascope.cli import main
 from personascope.http_client import (
@@ -36,15 +37,6 @@ from personascope.judges.http import HTTPJudge
 YES_NO = Rubric(name="yn", scale="yes-no", template="Yes or no: {text}")
 ITEM = [Item(text="2 + 2 = 4")]
 KEY = "sk-hostile-test-not-a-real-key"
-
-
-def _completion(content: str, top: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
-                              "finish_reason": "stop", "logprobs": None}
-    if top is not None:
-        entries = [{"token": t, "logprob": lp} for t, lp in top]
-        choice["logprobs"] = {"content": [dict(entries[0], top_logprobs=entries)]}
-    return {"id": "x", "object": "chat.completion", "choices": [choice]}
 
 
 def _response(status: int, body: bytes, *, headers: dict[str, str] | None = None,
