@@ -10,6 +10,7 @@ import _thread
 import contextlib
 import json
 import math
+import signal
 import socket
 import threading
 import time
@@ -224,6 +225,9 @@ def test_ctrl_c_ends_a_run_promptly():
         stop.wait()
 
     items = [Item(text=f"item {i}") for i in range(4)]
+    # A process started in the background (CI, nohup) inherits SIGINT ignored, and then
+    # interrupt_main() does nothing: install Python's handler for this test, as a terminal has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with raw_server(handle, lifetime=6.0) as (base, _):
         judge = _judge(base, timeout=30.0, concurrency=2)
         timer = threading.Timer(0.5, _thread.interrupt_main)
@@ -234,6 +238,7 @@ def test_ctrl_c_ends_a_run_promptly():
                 judge.rate(items, YES_NO, cache=False)
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         secs = time.monotonic() - t0
     assert secs < 1.5, secs
 
