@@ -187,6 +187,22 @@ def bootstrap_stat(
     return full, float(lo), float(hi)
 
 
+# ====================================================================== nulls
+def empirical_p(effect: float, null: Sequence[float] | np.ndarray, *, two_sided: bool = True) -> float:
+    """Permutation-style p-value of ``effect`` against ``null`` draws: ``(1 + #{null at least as extreme}) / (K + 1)``.
+
+    Two-sided compares magnitudes; one-sided asks how often a null draw is at least ``effect``. The
+    +1 keeps the p-value honest with few draws: with K draws it can never be below ``1 / (K + 1)``.
+    NaN when there is no null draw or no effect.
+    """
+    x = np.asarray(null, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size == 0 or effect is None or math.isnan(effect):
+        return math.nan
+    hits = int((np.abs(x) >= abs(effect)).sum()) if two_sided else int((x >= effect).sum())
+    return (1 + hits) / (1 + x.size)
+
+
 # ====================================================================== AUROC
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class.
@@ -233,5 +249,5 @@ def auc_ci(pos: Sequence[float], neg: Sequence[float], *, seed: int = 0, n_boot:
 
 
 __all__ = ["CI", "NAN3", "auc", "auc_ci", "auroc", "bootstrap_columns", "bootstrap_diff", "bootstrap_mean_ci",
-           "bootstrap_stat", "derive_seed", "finite", "holm", "linear_slope", "mcnemar_exact", "pearson_ci",
-           "rate_ci", "rng", "wilson"]
+           "bootstrap_stat", "derive_seed", "empirical_p", "finite", "holm", "linear_slope", "mcnemar_exact",
+           "pearson_ci", "rate_ci", "rng", "wilson"]

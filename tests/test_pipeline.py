@@ -164,3 +164,17 @@ def test_auroc_matches_sklearn_and_the_pairwise_definition():
     pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
     assert auc(pos, neg) == pytest.approx(pairwise)
     assert np.isnan(auroc([1.0, 2.0], [True, True])) and auc([1, 1], [1, 1]) == 0.5
+
+
+def test_empirical_p_is_uniform_under_the_null_and_floors_on_a_planted_effect():
+    from personascope.stats import empirical_p
+
+    g = np.random.default_rng(1)
+    k = 19
+    # Plant nothing: the effect is one more draw from the null, so p is uniform on {1/20, ..., 1}.
+    ps = [empirical_p(g.normal(), g.normal(size=k)) for _ in range(2000)]
+    assert abs(np.mean(ps) - 0.525) < 0.03 and abs(np.mean(np.array(ps) <= 0.05) - 0.05) < 0.02
+    # Plant an effect far outside the null: p is the smallest possible, 1 / (K + 1).
+    assert empirical_p(10.0, g.normal(size=k)) == pytest.approx(1 / 20)
+    assert empirical_p(-10.0, g.normal(size=k), two_sided=False) == 1.0  # one-sided: a drop is no rise
+    assert np.isnan(empirical_p(1.0, []))

@@ -248,6 +248,7 @@ class AuditContext:
         result: The `AuditResult` being filled.
         progress: Show progress bars.
         seed: The audit's seed; `rng` and `seed_for` derive independent streams from named keys.
+        state: What `Audit.execute` leaves for `Audit.controls`.
     """
 
     model: Any
@@ -255,6 +256,8 @@ class AuditContext:
     result: AuditResult
     progress: bool = True
     seed: int = 0
+    #: What `Audit.execute` leaves for `Audit.controls` (the chosen layer, the items, the effects).
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
