@@ -43,17 +43,17 @@ class AuditEntry:
 
 
 CATALOG: tuple[AuditEntry, ...] = (
-    AuditEntry("persona_localization", "personascope.audits.interp:LocalizationAudit", ("localization",),
+    AuditEntry("persona_localization", "personascope.audits.localization:LocalizationAudit", ("localization",),
                tiny={"personas": ("liberal", "neurotic", "extravert"), "n_per_persona": 6, "folds": 2,
                      "probes": ("logreg",)},
                metrics=("band_end", "band_start", "best_accuracy", "best_layer", "chance",
                         "control_accuracy_max", "silhouette_best")),
-    AuditEntry("persona_vectors", "personascope.audits.interp:PersonaVectorAudit", ("vectors",),
+    AuditEntry("persona_vectors", "personascope.audits.vectors:PersonaVectorAudit", ("vectors",),
                tiny={"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
                      "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3},
                metrics=("chosen_layer", "monitor_r", "pairs_kept", "projection_gap", "steer_baseline",
                         "steer_effect", "steer_effect_negative", "traits_steerable_share")),
-    AuditEntry("user_persona_refusal", "personascope.audits.interp:UserPersonaRefusalAudit", ("refusal",),
+    AuditEntry("user_persona_refusal", "personascope.audits.refusal:UserPersonaRefusalAudit", ("refusal",),
                tiny={"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6,
                      "null_directions": 3},
                metrics=("baseline_refusal_score", "lens_content_rate_max", "lens_peak_refusal_layer",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import DataError
 from .records import JudgeIdentity, ModelInfo, finite, now_iso, package_versions, stable_hash, write_text_atomic
@@ -138,6 +138,36 @@ class Table(BaseModel):
     note: str = ""
 
 
+class Control(BaseModel):
+    """A check an audit runs on itself; the audit's verdict is trusted only when all its controls pass.
+
+    Attributes:
+        name: Short name (``positive_control``, ``judge_noise``, ``power``, ...).
+        kind: ``positive``: a planted effect the audit must detect; ``negative``: a null it must not
+            flag; ``power``: the audit could see an effect of the policy's size (baseline above chance,
+            minimum detectable effect below the threshold); ``artifact``: the score does not reward
+            degraded text or another confound.
+        passed: Whether the control came out as it must.
+        observed: The number the control looked at (None: not a number).
+        expected: What it must be, in words (``"> 99th percentile of 16 random directions"``).
+        detail: What was measured and how.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["positive", "negative", "power", "artifact"]
+    passed: bool
+    observed: float | None = None
+    expected: str = ""
+    detail: str = ""
+
+    @field_validator("observed", mode="before")
+    @classmethod
+    def _finite(cls, v: Any) -> float | None:
+        return finite(v)
+
+
 class JudgeRecord(BaseModel):
     """Which judge an audit used, what for, and how it was set up (one shape for every audit).
 
@@ -204,6 +234,7 @@ class AuditResult(BaseModel):
     plots: list[Plot] = Field(default_factory=list)
     tables: list[Table] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    controls: list[Control] = Field(default_factory=list)
     data_hashes: dict[str, str] = Field(default_factory=dict)
     seed: int | None = None
     versions: dict[str, str] = Field(default_factory=lambda: package_versions("torch", "transformers"))
@@ -230,6 +261,21 @@ class AuditResult(BaseModel):
         if not self.findings:
             return "none"
         return max(self.findings, key=lambda f: SEVERITY_ORDER[f.severity]).severity
+
+    @property
+    def failed_controls(self) -> list[Control]:
+        """The audit's controls that did not come out as they must."""
+        return [c for c in self.controls if not c.passed]
+
+    @property
+    def conclusive(self) -> bool:
+        """True when every control passed (an audit without controls is conclusive by default)."""
+        return not self.failed_controls
+
+    @property
+    def verdict(self) -> str:
+        """``"inconclusive"`` when a control failed, else the highest finding severity (`risk`)."""
+        return "inconclusive" if not self.conclusive else self.risk
 
     # ------------------------------------------------------------------ files
     def to_json(self) -> str:
@@ -318,6 +364,11 @@ class RunResults(BaseModel):
         """Highest risk over the audits (``"none"`` without findings)."""
         levels = [a.risk for a in self.audits if a.risk != "none"]
         return max(levels, key=SEVERITY_ORDER.__getitem__) if levels else "none"
+
+    @property
+    def inconclusive(self) -> list[AuditResult]:
+        """Audits with a failed control (their risk cannot be read as "no risk")."""
+        return [a for a in self.audits if not a.conclusive]
 
     @property
     def model_info(self) -> ModelInfo | None:
@@ -420,7 +471,7 @@ class Check(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rule: str
-    kind: Literal["threshold", "findings", "baseline"]
+    kind: Literal["threshold", "findings", "baseline", "control"]
     audit: str
     metric: str
     observed: float | None

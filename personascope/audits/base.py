@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ..errors import UsageError
 from ..records import now_iso, stable_hash
-from ..results import AuditResult, JudgeRecord
+from ..results import AuditResult, Control, JudgeRecord
 from ..stats import derive_seed, rng
 
 if TYPE_CHECKING:
@@ -264,6 +264,25 @@ class AuditContext:
         """Time a step into ``result.timings[name]`` (seconds; repeated steps add up)."""
         with timed(self.result, name):
             yield
+
+    def control(self, name: str, kind: str, passed: bool, *, observed: Any = None, expected: str = "",
+                detail: str = "") -> Control:
+        """Record one of the audit's own controls (a failed one makes the audit INCONCLUSIVE and the gate fail).
+
+        Args:
+            name: Short name, unique within the audit.
+            kind: ``positive`` (a planted effect must be detected), ``negative`` (a null must not be
+                flagged), ``power`` (an effect of the policy's size is detectable) or ``artifact``
+                (the score does not reward degraded text or another confound).
+            passed: Whether the control came out as it must.
+            observed: The number it looked at.
+            expected: What the number must be, in words.
+            detail: What was measured and how.
+        """
+        c = Control(name=name, kind=kind, passed=bool(passed), observed=observed, expected=expected,  # type: ignore[arg-type]
+                    detail=detail)
+        self.result.controls = [x for x in self.result.controls if x.name != name] + [c]
+        return c
 
     def rng(self, *keys: Any) -> np.random.Generator:
         """A numpy generator for the random step named by ``keys`` (same seed and keys, same draws)."""

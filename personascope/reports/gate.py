@@ -121,6 +121,9 @@ class PolicyMeta(BaseModel):
     description: str = ""
     missing: Literal["fail", "skip"] = "fail"
     fail_severity: Severity = "info"
+    #: What an audit with a failed control (INCONCLUSIVE: a positive control missed, no power, a judge
+    #: artifact) does: block the release, or only warn. Never pass silently.
+    inconclusive: Literal["fail", "warn"] = "fail"
 
 
 class Policy(BaseModel):
@@ -456,10 +459,29 @@ def _compare(label: str, old: AuditResult, new: AuditResult, m: Metric, cur: Met
                  description=f"baseline {format_number(float(m.value))}")  # type: ignore[arg-type]
 
 
+def _control_checks(run: RunResults, policy: Policy) -> list[Check]:
+    """One check per control of every audit in the run: a failed control makes the audit INCONCLUSIVE.
+
+    An inconclusive audit cannot say "no risk", so by default it blocks the release
+    (``[policy] inconclusive = "warn"`` makes it a warning).
+    """
+    out = []
+    for a in run.audits:
+        for c in a.controls:
+            status: Literal["pass", "fail", "warn"] = "pass" if c.passed else policy.policy.inconclusive
+            reason = "" if c.passed else (f"INCONCLUSIVE: {c.kind} control failed"
+                                          f"{f' (expected {c.expected})' if c.expected else ''}"
+                                          f"{f': {c.detail}' if c.detail else ''}")
+            out.append(Check(rule=f"control {c.name}", kind="control", audit=a.audit, metric=c.name,
+                             observed=c.observed, threshold=None, op="", passed=c.passed, status=status,
+                             reason=reason, severity="high", description=f"{c.kind} control; {c.expected}".strip()))
+    return out
+
+
 def evaluate(run: RunResults, policy: Policy, baseline: RunResults | None = None,
              baseline_source: str | None = None) -> GateOutcome:
     """Check ``run`` against ``policy`` (and against ``baseline`` for regressions): a `GateOutcome`."""
-    checks: list[Check] = []
+    checks: list[Check] = _control_checks(run, policy)
     for rule in policy.rule:
         checks += _rule_checks(rule, run, policy)
     if baseline is not None:

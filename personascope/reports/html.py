@@ -57,6 +57,9 @@ CSS = """
 .psc .verdict{display:inline-block;margin-top:12px;padding:8px 14px;border-radius:6px;
  font-weight:600;border:1px solid var(--line);background:var(--panel)}
 .psc .verdict-pass{background:#e7f5ea;border-color:#a9d8b3;color:#17602b}
+.psc .inconclusive{margin-top:10px;padding:8px 14px;border-radius:6px;border:1px solid #e0c36b;
+ background:#fff8e1;color:#6b4e00}
+.psc .risk-inconclusive{background:#fff8e1;color:#6b4e00;border-color:#e0c36b}
 .psc .verdict-fail{background:#fdecec;border-color:#f0b2b2;color:#8f1a1a}
 .psc nav.toc{margin:14px 0 0;font-size:13px;color:var(--muted)}
 .psc nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap}
@@ -143,7 +146,7 @@ def _metric_inline(m: Metric) -> str:
 
 def badge(level: str) -> str:
     """A coloured risk badge (``none`` .. ``critical``)."""
-    cls = level if level in RISK_LEVELS else "none"
+    cls = level if level in (*RISK_LEVELS, "inconclusive") else "none"
     return f'<span class="badge risk-{cls}">{_e(level)}</span>'
 
 
@@ -397,6 +400,30 @@ def _gate_checks_table(checks: list[Check]) -> str:
     return f'<div class="scroll"><table>{head}<tbody>{"".join(rows)}</tbody></table></div>'
 
 
+def _controls_html(a: AuditResult) -> str:
+    """The audit's own controls: what each must show, what it showed, pass or fail."""
+    rows = "".join(
+        f"<tr><td>{_status_badge('pass' if c.passed else 'fail')}</td><td><code>{_e(c.name)}</code></td>"
+        f"<td>{_e(c.kind)}</td>{_cell(c.observed)}<td>{_e(c.expected)}</td><td>{_e(c.detail)}</td></tr>"
+        for c in a.controls)
+    head = ('<thead><tr><th>status</th><th>control</th><th>kind</th><th class="num">observed</th>'
+            "<th>must be</th><th>what was measured</th></tr></thead>")
+    return f'<div class="scroll"><table>{head}<tbody>{rows}</tbody></table></div>'
+
+
+def _inconclusive_html(audits: list[AuditResult]) -> str:
+    """The banner under the verdict: audits whose controls failed cannot be read as "no risk"."""
+    bad = [a for a in audits if not a.conclusive]
+    if not bad:
+        return ""
+    items = "".join(f"<li><b>{_e(a.title or a.audit)}</b>: "
+                    + "; ".join(f"{_e(c.kind)} control <code>{_e(c.name)}</code> failed"
+                                + (f" ({_e(c.expected)})" if c.expected else "") for c in a.failed_controls)
+                    + "</li>" for a in bad)
+    return (f'<div class="inconclusive"><b>INCONCLUSIVE: {len(bad)} audit{"s" if len(bad) != 1 else ""}</b> '
+            f"failed a control, so a low risk there is not an all-clear.<ul>{items}</ul></div>")
+
+
 def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool) -> str:
     kind = "interpretability" if a.kind == "interpretability" else "risk audit"
     sub = [f"<code>{_e(a.audit)}</code>"]
@@ -407,14 +434,19 @@ def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_p
     if a.timings:
         sub.append(f"wall time {_duration(sum(a.timings.values()))}")
     parts = [f'<section class="audit" id="{_e(anchor)}">',
-             f'<h2>{_e(a.title or a.audit)} {badge(a.risk)}<span class="tag">{_e(kind)}</span></h2>',
+             f'<h2>{_e(a.title or a.audit)} {badge(a.risk)}'
+             + ("" if a.conclusive else f" {badge('inconclusive')}") + f'<span class="tag">{_e(kind)}</span></h2>',
              f'<p class="sub">{" &middot; ".join(sub)}</p>']
+    if not a.conclusive:
+        parts.append(_inconclusive_html([a]))
     if gate is not None:
         checks = gate.for_audit(a.audit)
         bad = [c for c in checks if c.status != "pass"]
         if bad:
             parts.append(f"<h3>Release gate</h3>{_gate_checks_table(bad)}")
     parts.append(f"<h3>Findings</h3>{_findings_html(a)}")
+    if a.controls:
+        parts.append(f"<h3>Controls</h3>{_controls_html(a)}")
     parts.append(f"<h3>Metrics</h3>{_metrics_html(a)}")
     if a.plots:
         parts.append("<h3>Figures</h3>" + "".join(_plot_html(p) for p in a.plots))
@@ -455,7 +487,8 @@ def _summary_section(run: RunResults, audits: list[AuditResult], anchors: dict[i
         keys = "<br>".join(_metric_inline(m) for m in key_metrics(a)) or '<span class="muted">&mdash;</span>'
         gate_td = f"<td>{_gate_cell(gate, a.audit)}</td>" if gate is not None else ""
         rows.append(f'<tr><td><a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a><br>'
-                    f'<span class="muted">{_e(a.kind)}</span></td><td>{badge(a.risk)}</td><td>{keys}</td>'
+                    f'<span class="muted">{_e(a.kind)}</span></td><td>{badge(a.risk)}'
+                    + ("" if a.conclusive else f"<br>{badge('inconclusive')}") + f"</td><td>{keys}</td>"
                     f"<td>{_findings_count(a)}</td>{gate_td}</tr>")
     for name, err in sorted(run.errors.items()):
         gate_td = f"<td>{_gate_cell(gate, name)}</td>" if gate is not None else ""
@@ -557,7 +590,7 @@ def _header(run: RunResults, gate: GateOutcome | None) -> str:
     else:
         box = f'<div class="verdict">Not gated &middot; highest risk {badge(run.risk)}</div>'
     return (f'<header class="top"><div class="eyebrow">personascope audit report</div><h1>{_e(title)}</h1>'
-            f'<div class="meta">{" ".join(meta)}</div>{box}</header>')
+            f'<div class="meta">{" ".join(meta)}</div>{box}{_inconclusive_html(run.audits)}</header>')
 
 
 def _body(run: RunResults, gate: GateOutcome | None) -> str:
