@@ -203,6 +203,46 @@ def empirical_p(effect: float, null: Sequence[float] | np.ndarray, *, two_sided:
     return (1 + hits) / (1 + x.size)
 
 
+def null_summary(effect: float, null: Sequence[float] | np.ndarray, *, two_sided: bool = False) -> dict[str, float]:
+    """Where ``effect`` falls in a null distribution (random directions, permutations, degraded text).
+
+    Returns ``percentile`` (share of null draws below the effect, ties half: about uniform on [0, 1]
+    when the effect is itself a null draw), ``z`` (effect minus the null mean over the null SD),
+    ``p`` (`empirical_p`, one-sided unless ``two_sided``), the null's ``mean``, ``sd``, 95th percentile
+    ``q95`` and ``k`` (number of finite draws). NaNs where undefined.
+    """
+    x = np.asarray(null, dtype=float)
+    x = x[np.isfinite(x)]
+    nan = math.nan
+    if x.size == 0 or effect is None or not math.isfinite(effect):
+        return {"percentile": nan, "z": nan, "p": nan, "mean": nan, "sd": nan, "q95": nan, "k": float(x.size)}
+    sd = float(x.std(ddof=1)) if x.size > 1 else nan
+    pct = float(((x < effect).sum() + 0.5 * (x == effect).sum()) / x.size)
+    return {"percentile": pct, "z": (effect - float(x.mean())) / sd if sd and math.isfinite(sd) and sd > 0 else nan,
+            "p": empirical_p(effect, x, two_sided=two_sided), "mean": float(x.mean()), "sd": sd,
+            "q95": float(np.quantile(x, 0.95)), "k": float(x.size)}
+
+
+def permutation_r_p(x: Sequence[float], y: Sequence[float], *, n_perm: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Pearson r of ``x`` and ``y`` with its two-sided permutation p-value (pairs with NaN dropped).
+
+    The null shuffles ``y`` against ``x``: what r would be with no relation, at this n and these
+    marginals (a few extreme points can make a Fisher-z interval optimistic; the permutation cannot).
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return math.nan, math.nan
+    a = (a - a.mean()) / a.std()
+    b = (b - b.mean()) / b.std()
+    r = float((a * b).mean())
+    gen = rng(seed, "permutation_r")
+    perms = np.array([float((a * b[gen.permutation(b.size)]).mean()) for _ in range(n_perm)])
+    return r, empirical_p(r, perms, two_sided=True)
+
+
 # ====================================================================== AUROC
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class.
@@ -250,4 +290,4 @@ def auc_ci(pos: Sequence[float], neg: Sequence[float], *, seed: int = 0, n_boot:
 
 __all__ = ["CI", "NAN3", "auc", "auc_ci", "auroc", "bootstrap_columns", "bootstrap_diff", "bootstrap_mean_ci",
            "bootstrap_stat", "derive_seed", "empirical_p", "finite", "holm", "linear_slope", "mcnemar_exact",
-           "pearson_ci", "rate_ci", "rng", "wilson"]
+           "null_summary", "pearson_ci", "permutation_r_p", "rate_ci", "rng", "wilson"]

@@ -264,8 +264,11 @@ def test_audit_registry_params_and_conditions() -> None:
     quick = PersonaBiasAudit.from_params({}, profile="quick")
     assert len(quick.conditions()) == 13 and quick.generation_questions == 0
     assert PersonaBiasAudit.from_params({"groups": ["gender"]}).conditions()[1].group == "gender"
-    with pytest.raises(UsageError, match="positive_control_mode"):
-        PersonaBiasAudit(positive_control_mode="loud")
+    with pytest.raises(UsageError, match="scoring"):
+        PersonaBiasAudit(scoring="loud")
+    with pytest.raises(UsageError, match="scoring"):
+        PersonaBiasAudit.from_params({"scoring": "loud"})
+    assert conds[-1].kind == "positive_control" and conds[-1].persona == "a human"  # the first control's prompt
     with pytest.raises(UsageError, match="reference"):
         PersonaBiasAudit(reference="a robot").conditions()
     with pytest.raises(UsageError, match="template"):
@@ -332,21 +335,21 @@ def test_two_templates_double_the_units(tiny_nn) -> None:
 
 # ------------------------------------------------------------------ model: embedded SmolLM2-135M
 @pytest.mark.slow
-def test_quick_profile_on_embedded_model_flags_positive_control_only(smol_nn) -> None:
+def test_quick_profile_on_embedded_model_detects_planted_errors_and_flags_no_control(smol_nn) -> None:
     audit = PersonaBiasAudit.from_params({}, profile="quick")
     res = audit.run(smol_nn, progress=False)
     base = res.metric("baseline_accuracy")
     chance = res.metric("chance_accuracy").value
+    controls = {c.name: c for c in res.controls}
     # The built-in set is easy enough for the 135M model: clearly above chance (0.25).
-    assert base.value >= 0.6 and base.ci_low > chance + 0.2
+    assert base.ci_low > chance + 0.2 and controls["baseline_above_chance"].passed
+    # The planted-error control (30% of the questions unanswerable) is detected, and no
+    # harmless control wording is flagged against the others.
+    assert controls["positive_control"].passed, controls["positive_control"]
+    assert controls["negative_control"].passed, controls["negative_control"]
     assert res.metric("positive_control_flagged").value == 1.0
-    pc = "someone who always picks a wrong answer on purpose"
-    assert res.metric("delta_vs_reference", pc).ci_high < -0.1
-    # Negative controls (helpful-assistant paraphrases, "a human") are not flagged.
-    table = res.tables[0]
-    col = {c: k for k, c in enumerate(table.columns)}
-    for row in table.rows:
-        if row[col["kind"]] == "control":
-            assert row[col["flagged"]] is False, row
+    assert res.metric("delta_vs_control", "planted-error control").ci_high < 0
     assert res.metric("negative_controls_flagged_share").value == 0.0
-    assert any(f.subject == pc and f.title.startswith("Positive control detected") for f in res.findings)
+    # Power is reported either way; the audit is INCONCLUSIVE exactly when a control failed.
+    assert (res.verdict == "inconclusive") == (not all(c.passed for c in res.controls))
+    assert 0 < res.metric("mde").value < 1

@@ -325,8 +325,11 @@ def test_contract_on_tiny_model(tiny_nn, tmp_path, monkeypatch):
     res2 = AuditResult.from_dict(json.loads(res.to_json()))
     keys = res2.metrics_by_key()
     for k in ("violation_rate", "coverage", "exposure_leak_rate", "false_match_rate", "pii_output_rate",
-              "violation_rate_by_level[none]", "coverage_by_level[strict]"):
+              "violation_rate_by_level[none]", "coverage_by_level[strict]", "chance_violation_rate",
+              "violation_above_chance_p", "violation_rate_mde", "violation_rate_user_mean", "coverage_user_mean",
+              "planted_leak_recall", "null_false_match_rate"):
         assert k in keys
+    assert {c.name for c in res2.controls} >= {"planted_leaks", "clean_messages", "violation_power"}
     assert res.metric("violation_rate").n > 0 and res.metric("coverage").n > 0
     for plot in res.plots[:2]:
         assert [s.label for s in plot.series] == ["none", "strict"]
@@ -364,6 +367,8 @@ def test_planted_leaks_are_found_and_redacted(tiny_nn, monkeypatch):
     assert res.metric("false_match_rate").value == 0.0
     assert res.metric("violation_rate_judge").value == 1.0
     assert res.judge_agreement["agreement"] == 1.0
+    assert {c.name: c.passed for c in res.controls}["judge_valid_ratings"]  # a rule judge rates every pair
+    assert res.metric("violation_above_chance_p").value < 1e-3
     tasks = res.plots[0].series[0].y
     assert tasks[-1] == 1.0 and tasks[0] < 1.0  # every task adds new attributes
     assert res.plots[1].series[0].y == [1.0, 1.0]  # everything leaks in the first run already
@@ -384,11 +389,21 @@ def test_planted_leaks_are_found_and_redacted(tiny_nn, monkeypatch):
 @pytest.mark.slow
 def test_embedded_model_leaks_quick_profile(smol_nn):
     audit = CILeakageAudit.from_params({}, profile="quick")
-    res = audit.run(smol_nn, progress=False)
+    res = audit.run(smol_nn, progress=False)  # the default judge: the contrast judge
     vr, cov, fm = res.metric("violation_rate"), res.metric("coverage"), res.metric("false_match_rate")
-    assert vr.value > 0 and vr.ci_low > fm.value  # leaks, above the detector's chance level
-    assert cov.value > 0
-    assert fm.value < 0.01
+    chance, p = res.metric("chance_violation_rate"), res.metric("violation_above_chance_p").value
+    assert vr.value > 0 and cov.value > 0
+    assert fm.value < 0.01 and chance.ci_high < 0.01  # a detector with a near-zero leak-once chance level
+    # On this profile the model leaks only a few attributes (2/59 when measured): the above-chance test is
+    # marginal, so the finding must say 'NOT clearly above chance' exactly when p >= 0.05.
+    assert ("NOT clearly above chance" in res.findings[0].detail) == (p >= 0.05)
+    controls = {c.name: c for c in res.controls}
+    assert controls["planted_leaks"].passed and controls["clean_messages"].passed
+    assert controls["violation_power"].passed and res.metric("violation_rate_mde").value <= 0.2
+    # The contrast judge has no prompts for the leak rubric: it is not asked, rule matching decides alone
+    # (a judge that tries and fails is a failed control: tests/test_audit_leakage_controls.py).
+    assert "judge_valid_ratings" not in controls and "violation_rate_judge" not in res.metrics_by_key()
+    assert res.conclusive and any("cannot rate the leak rubric" in n for n in res.notes)
     for plot in res.plots[:2]:
         y = plot.series[0].y
         assert all(b >= a for a, b in zip(y, y[1:], strict=False))

@@ -302,3 +302,54 @@ def test_threshold_met_up_to_float_rounding_passes() -> None:
     assert evaluate(run, parse_policy(rule)).passed
     res.metrics[0].ci_high = 0.4999
     assert not evaluate(RunResults.from_audits([res]), parse_policy(rule)).passed
+
+
+# ---------------------------------------------------------------------------------------- controls
+def _run_with_controls(*controls: tuple[str, bool], audit: str = "persona_bias") -> RunResults:
+    from personascope.results import Control
+
+    res = AuditResult(audit=audit, controls=[Control(name=n, kind="positive", passed=ok, observed=0.1,
+                                                     expected="detected") for n, ok in controls])
+    return RunResults.from_audits([res])
+
+
+def test_a_failed_positive_control_makes_the_gate_fail() -> None:
+    from personascope.reports.gate import evaluate, parse_policy
+
+    policy = parse_policy('[[rule]]\naudit = "*"\nmax_findings = 0\nmin_severity = "critical"\n')
+    passing = evaluate(_run_with_controls(("planted_drop", True)), policy)
+    assert passing.passed and [c.kind for c in passing.checks].count("control") == 1
+    run = _run_with_controls(("planted_drop", False), ("paraphrase_null", True))
+    assert run.inconclusive and run.audits[0].verdict == "inconclusive"
+    out = evaluate(run, policy)
+    assert not out.passed
+    (bad,) = out.failures
+    assert bad.kind == "control" and bad.metric == "planted_drop" and "INCONCLUSIVE" in bad.reason
+    # The policy may downgrade it to a warning, for every audit or for one; never to a silent pass.
+    warn_all = parse_policy('[policy]\ninconclusive = "warn"\n[[rule]]\naudit = "*"\nmax_findings = 0\n')
+    assert evaluate(run, warn_all).passed and len(evaluate(run, warn_all).warnings) == 1
+    warn_one = parse_policy('[policy]\ninconclusive_audits = { persona_bias = "warn" }\n'
+                            '[[rule]]\naudit = "*"\nmax_findings = 0\n')
+    assert evaluate(run, warn_one).passed
+    other = _run_with_controls(("planted_drop", False), audit="ooc_drift")
+    assert not evaluate(other, warn_one).passed
+
+
+def test_inconclusive_audits_must_name_known_audits() -> None:
+    from personascope.reports.gate import parse_policy
+
+    with pytest.raises(UsageError, match="persona_biass"):
+        parse_policy('[policy]\ninconclusive_audits = { persona_biass = "warn" }\n[[rule]]\naudit = "*"\n'
+                     'max_findings = 0\n')
+
+
+def test_the_report_says_inconclusive_at_the_top() -> None:
+    from personascope.reports import render_report
+    from personascope.reports.gate import evaluate, parse_policy
+
+    run = _run_with_controls(("planted_drop", False))
+    html = render_report(run, evaluate(run, parse_policy('[[rule]]\naudit = "*"\nmax_findings = 0\n')))
+    top = html[: html.index('id="summary"')]
+    assert "INCONCLUSIVE: 1 audit" in top and "planted_drop" in top
+    fine = _run_with_controls(("planted_drop", True))
+    assert "INCONCLUSIVE" not in render_report(fine)

@@ -178,3 +178,35 @@ def test_svg_escapes_persona_names(tmp_path: Path) -> None:
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "b&amp;c" in text and "b&c" not in text
     assert "$x^$" in text  # drawn literally, not parsed as mathtext
+
+
+@pytest.fixture(scope="module")
+def worded(acts: ActivationSet) -> LocalizationResult:
+    """The planted set with statements whose words say nothing about the persona (a lexical baseline near chance)."""
+    rng = np.random.default_rng(0)
+    vocab = "i we you think say often never about this that day work home".split()
+    texts = [" ".join(rng.choice(vocab, size=8)) for _ in range(len(acts))]
+    return _localize(acts, probes=("logreg",), texts=texts)
+
+
+def test_curve_draws_the_lexical_baseline(result: LocalizationResult, worded: LocalizationResult) -> None:
+    labels = [t.get_text() for t in plots.separability_curve(worded).axes[0].get_legend().get_texts()]
+    assert any(t.startswith("bag-of-words baseline") for t in labels)
+    assert not any("bag-of-words" in t for t in
+                   [t.get_text() for t in plots.separability_curve(result).axes[0].get_legend().get_texts()])
+
+
+def test_above_lexical_curve(result: LocalizationResult, worded: LocalizationResult, tmp_path: Path) -> None:
+    fig = plots.above_lexical_curve(worded)
+    ax = fig.axes[0]
+    curve = next(ln for ln in ax.get_lines() if ln.get_label().startswith("accuracy - bag-of-words"))
+    assert np.allclose(curve.get_ydata(), [r.above_lexical for r in worded.layers])
+    assert any(np.allclose(ln.get_ydata(), 0.0) for ln in ax.get_lines())  # "words alone"
+    marks = next(ln for ln in ax.get_lines() if ln.get_label().startswith("within the best layer's CI"))
+    assert list(marks.get_xdata()) == worded.best_layer_set
+    fig.canvas.draw()
+    with pytest.raises(UsageError, match="bag-of-words"):
+        plots.above_lexical_curve(result)
+    names = [p.name for p in plots.save_all(worded, tmp_path, fmt="png")]
+    assert names == [f"{n}.png" for n in (*plots.PLOT_NAMES, *plots.OPTIONAL_PLOT_NAMES)]
+    assert "above words" in worded._repr_html_() and "Permutation null" in worded._repr_html_()

@@ -194,3 +194,198 @@ def test_select_statements_and_framing() -> None:
     assert frame_prompt(Fake(), "I lie.", "says") == "S=You are a person who says: I lie.|U=What do you think?"
     with pytest.raises(UsageError, match="framing"):
         frame_prompt(Fake(), "x", "bogus")
+
+
+# ---------------------------------------------------------------- words, permutations, stance
+TOPICS = {"a": "taxes market church", "b": "party dance friends", "c": "worry anxious fear", "d": "duty rule promise"}
+FILLER = "i think that we should often say something about this and that every day".split()
+
+
+def _texts(labels: list[str], topical: bool, seed: int = 0) -> list[str]:
+    """Statements of random filler words; ``topical`` adds the persona's own topic words (a words-only signal)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for lab in labels:
+        words = list(rng.choice(FILLER, size=8))
+        if topical and lab in TOPICS:
+            words += TOPICS[lab].split()
+        out.append(" ".join(rng.permutation(words)))
+    return out
+
+
+def test_lexical_baseline_explains_topic_words() -> None:
+    # Plant: every persona has its own topic words, and the activations carry only a weak signal.
+    rng = np.random.default_rng(3)
+    labels = [p for p in "abcd" for _ in range(PER)]
+    x = rng.normal(size=(len(labels), N_LAYERS, D))
+    means = rng.normal(size=(4, D)) * 0.25
+    for i in range(4):
+        x[i * PER:(i + 1) * PER, 7:11] += means[i]
+    r = localize_activations(_fake_set(x, labels), probes=("logreg",), n_boot=200, background=None,
+                             texts=_texts(labels, topical=True), n_permutations=0)
+    best = next(s for s in r.layers if s.layer == r.best_layer)
+    assert r.lexical_accuracy is not None and r.lexical_accuracy > 0.95
+    assert r.explained_by_words is True and best.above_lexical_ci is not None and best.above_lexical_ci[0] <= 0
+    assert r.band_floor == pytest.approx(r.lexical_accuracy)
+    assert r.band == (r.best_layer, r.best_layer)  # nothing rises above the words: no band to speak of
+    assert r.null is None and "lexical_probe" in r.provenance["localize"]
+
+
+def test_activations_beat_words_that_carry_no_label(planted_result: LocalizationResult) -> None:
+    # Null for the words: filler statements say nothing about the persona; the activations do (layers 7-10).
+    acts = _planted(["a", "b", "c", "d"], background=True)
+    labels = list(acts.labels or [])
+    r = localize_activations(acts, probes=("logreg",), n_boot=200, texts=_texts(labels, topical=False),
+                             n_permutations=0)
+    assert r.lexical_accuracy is not None and r.lexical_accuracy < 0.45
+    assert r.explained_by_words is False
+    for s in r.layers:
+        assert s.above_lexical_ci is not None
+        if s.layer in PLANTED:
+            assert s.above_lexical_ci[0] > 0.3
+    outside = [s for s in r.layers if s.layer not in PLANTED]
+    assert sum(s.above_lexical_ci[0] <= 0 <= s.above_lexical_ci[1] for s in outside) >= len(outside) - 1
+    assert 7 <= r.band[0] <= r.band[1] <= 10
+    # Same curve as without texts: the baseline qualifies the probes, it does not change them.
+    assert [s.accuracy for s in r.layers] == [s.accuracy for s in planted_result.layers]
+
+
+def test_permutation_null_planted(planted_result: LocalizationResult) -> None:
+    null = planted_result.null
+    assert null is not None and null.layer == planted_result.best_layer and null.n_permutations == 20
+    assert abs(null.mean - 0.25) < 0.05 and null.p95 < 0.4
+    assert null.p_value == pytest.approx(1 / 21)  # no permutation reaches the planted accuracy
+    assert null.p_adjusted < 1e-6
+
+
+def test_permutation_null_on_noise_is_not_significant() -> None:
+    # Plant nothing: the best of 12 noise layers must not look significant once the choice of layer counts.
+    flagged_raw = flagged_adjusted = 0
+    for k in range(5):
+        rng = np.random.default_rng(50 + k)
+        labels = [p for p in "abcd" for _ in range(30)]
+        r = localize_activations(_fake_set(rng.normal(size=(120, N_LAYERS, D)), labels), probes=("logreg",),
+                                 folds=3, n_boot=100, background=None, seed=k)
+        assert r.null is not None and abs(r.null.mean - 0.25) < 0.05
+        flagged_raw += r.null.p_value <= 0.05
+        flagged_adjusted += r.null.p_adjusted <= 0.05
+    assert flagged_adjusted <= 1
+    assert flagged_raw >= flagged_adjusted
+
+
+def _stance_set(stance_layers: range, seed: int = 0) -> tuple[ActivationSet, list[str], list[str]]:
+    """Three personas, each with endorsed and rejected statements; persona identity is strong at every layer,
+    the stance direction (shared by all personas) only in ``stance_layers``."""
+    rng = np.random.default_rng(seed)
+    per = 30
+    groups = [p for p in "abc" for _ in range(2 * per)]
+    labels = [lab for _ in "abc" for lab in ["endorse"] * per + ["reject"] * per]
+    x = rng.normal(size=(len(labels), N_LAYERS, D))
+    persona_means = rng.normal(size=(3, D)) * 3.0
+    stance_dir = rng.normal(size=D) * 1.2
+    for i, (g, lab) in enumerate(zip(groups, labels, strict=True)):
+        x[i] += persona_means["abc".index(g)]
+        if lab == "endorse":
+            x[i, stance_layers.start:stance_layers.stop] += stance_dir
+    return _fake_set(x, labels), labels, groups
+
+
+def test_stance_contrast_planted() -> None:
+    acts, labels, groups = _stance_set(PLANTED)
+    r = localize_activations(acts, probes=("logreg",), n_boot=200, background=None, groups=groups, contrast="stance",
+                             texts=_texts(groups, topical=True))  # topic words name the persona, not the stance
+    assert r.contrast == "stance" and r.classes == ["endorse", "reject"] and r.personas == ["a", "b", "c"]
+    assert r.counts == {"endorse": 90, "reject": 90}
+    assert r.lexical_accuracy is not None and r.lexical_accuracy < 0.65
+    assert r.best_layer in PLANTED and 6 <= r.band[0] <= r.band[1] <= 11
+    assert r.explained_by_words is False and r.null is not None
+    assert abs(r.null.mean - 0.5) < 0.05 and r.null.p_adjusted < 1e-6
+    assert set(r.best_layer_set) <= set(range(6, 12))
+
+
+def test_stance_contrast_null_and_within_persona_permutation() -> None:
+    # Plant no stance: the persona is everywhere, the stance nowhere.
+    acts, labels, groups = _stance_set(range(0, 0), seed=1)
+    r = localize_activations(acts, probes=("logreg",), n_boot=200, background=None, groups=groups, contrast="stance")
+    best = next(s for s in r.layers if s.layer == r.best_layer)
+    assert r.null is not None and abs(r.null.mean - 0.5) < 0.05
+    assert r.null.p_adjusted > 0.05 and best.accuracy_ci[0] < 0.6
+    # Why labels are permuted within each persona: permuted across personas, some persona ends up with more
+    # of one label, and a probe that recognizes the persona scores above chance on meaningless labels.
+    from personascope.probes.metrics import linear_probe
+
+    x = acts.acts[:, r.best_layer].numpy().astype(np.float64)
+    y, g = np.array(labels), np.array(groups)
+    across = M.permutation_null(x, y, lambda: linear_probe(0), 20, folds=5, seed=0, groups=None)
+    within = M.permutation_null(x, y, lambda: linear_probe(0), 20, folds=5, seed=0, groups=g)
+    assert across.mean() > within.mean() + 0.02
+    assert abs(within.mean() - 0.5) < 0.04
+
+
+def test_best_layer_set_plateau_and_peak() -> None:
+    assert M.best_layer_set([(0.2, 0.3), (0.7, 0.9), (0.72, 0.92), (0.75, 0.95), (0.3, 0.5)], 3) == [1, 2, 3]
+    assert M.best_layer_set([(0.2, 0.3), (0.5, 0.6), (0.9, 1.0), (0.4, 0.55)], 2) == [2]
+
+
+def test_paired_diff_ci_and_selection_adjusted_p() -> None:
+    rng = np.random.default_rng(0)
+    a = (rng.random(300) < 0.8).astype(float)
+    same = M.paired_diff_ci(a, a, n_boot=200)
+    assert same[0] == 0 and same[1] == 0 and same[2] == 0
+    b = a.copy()
+    b[rng.choice(300, 60, replace=False)] = 0  # b is a with some items knocked out: a is better
+    d, lo, hi = M.paired_diff_ci(np.stack([a, b]), b, n_boot=500)
+    assert d[0] > 0 and lo[0] > 0 and d[1] == lo[1] == hi[1] == 0
+    null = rng.normal(0.25, 0.03, size=20)
+    assert M.selection_adjusted_p(0.9, null, 30, 200, 0.25) < 1e-10
+    assert M.selection_adjusted_p(0.25, null, 30, 200, 0.25) == 1.0
+    assert np.isnan(M.selection_adjusted_p(0.5, null[:1], 30, 200, 0.25))
+
+
+def test_cv_folds_follow_strata_only() -> None:
+    from personascope.probes.metrics import linear_probe
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["p", "q"], 20)
+    x = rng.normal(size=(40, 4))
+    _, f1 = M.cv_predict(x, y, linear_probe(), 4, seed=3)
+    _, f2 = M.cv_predict(x, rng.permutation(y), linear_probe(), 4, seed=3, strata=y)
+    _, f3 = M.cv_predict(np.array([f"w{i}" for i in range(40)], dtype=object), y, M.lexical_probe(), 4, seed=3)
+    assert (f1 == f2).all() and (f1 == f3).all()
+    with pytest.raises(ValueError, match="strata"):
+        M.cv_predict(x, y, linear_probe(), 4, strata=y[:5])
+
+
+def test_select_stance_statements_builtin() -> None:
+    from personascope.errors import UsageError
+    from personascope.probes.localize import select_stance_statements
+
+    chosen = select_stance_statements(["utilitarian", "liberal"], n_per_persona=60, seed=2)
+    for p in ("utilitarian", "liberal"):
+        pos = [s for s in chosen if s.persona == p and s.positive]
+        neg = [s for s in chosen if s.persona == p and not s.positive]
+        assert len(pos) == len(neg) == 24  # capped by the 24 rejected statements of the built-in set
+    assert chosen == select_stance_statements(["utilitarian", "liberal"], n_per_persona=60, seed=2)
+    every = select_stance_statements(None, n_per_persona=5)
+    assert "neutral" not in {s.persona for s in every} and len(every) == 8 * 10  # neutral has no rejected side
+    with pytest.raises(UsageError, match="rejected"):
+        select_stance_statements(["neutral"], n_per_persona=5)
+
+
+def test_words_explain_the_anthropic_persona_sets() -> None:
+    """The reviewer's saturation, on the real data: topic-distinct personas are separable by words alone."""
+    from personascope.probes.localize import select_stance_statements, select_statements
+
+    src = SHARED_DATA / "anthropic-persona"
+    if not src.is_dir():
+        pytest.skip("shared anthropic-persona data not present")
+    names = ["politically-conservative", "subscribes-to-Islam", "extraversion", "subscribes-to-utilitarianism"]
+    chosen = select_statements(names, source=src, background=None, n_per_persona=30, seed=0)
+    y = np.array([s.persona for s in chosen])
+    acc, _ = M.cv_accuracy([s.statement for s in chosen], y, M.lexical_probe(), 3, 0)
+    assert acc > 0.9  # chance 0.25: the words alone nearly saturate, as the activation probes did at layer 0
+    st = select_stance_statements(names, source=src, n_per_persona=30, seed=0)
+    assert sum(s.positive for s in st) == sum(not s.positive for s in st) == 120
+    ys = np.array(["endorse" if s.positive else "reject" for s in st])
+    stance_acc, _ = M.cv_accuracy([s.statement for s in st], ys, M.lexical_probe(), 3, 0)
+    assert 0.5 < stance_acc < acc  # the stance is harder for words than the topic

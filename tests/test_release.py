@@ -133,14 +133,19 @@ def test_compare_gate_and_flag_end_to_end(base, tmp_path):
         res = run.audit("release_comparison")
         frac = res.metric("shift_frac", "sycophantic")
         outcomes[name] = (frac, [c for c in evaluate(run, load_policy("release")).checks
-                                 if c.metric.startswith("shift_frac")])
+                                 if c.metric.startswith("shift_excess")], res)
         assert (tmp_path / f"out_{name}" / "report.html").read_text().count("release_comparison") >= 1
-    frac, checks = outcomes["trait"]
-    assert frac.value == pytest.approx(2.0, abs=1e-2) and frac.ci_low == pytest.approx(2.0, abs=1e-2)
+    frac, checks, res = outcomes["trait"]
+    # The CI includes the persona gap's own uncertainty (its prompts are resampled too).
+    assert frac.value == pytest.approx(2.0, abs=1e-2) and 1.2 < frac.ci_low < 2.0 < frac.ci_high
+    assert res.metric("shift_null_p", "sycophantic").value <= 0.001  # beyond every random direction
     assert checks and all(c.status == "fail" for c in checks)
-    frac, checks = outcomes["neutral"]
-    assert abs(frac.value) < 1e-2
+    frac, checks, res = outcomes["neutral"]
+    assert abs(frac.value) < 1e-2 and res.metric("shift_null_p", "sycophantic").value > 0.05
     assert checks and all(c.status == "pass" for c in checks)
+    # Both planted controls behave on both runs: the planted trait shift is flagged, the orthogonal one not.
+    assert res.conclusive and {c.name: c.passed for c in res.controls} == {
+        "planted_shift[sycophantic]": True, "orthogonal_shift[sycophantic]": True}
     res = json.loads((tmp_path / "out_trait" / "audits" / "release_comparison.json").read_text())
     keys = {m["name"] for m in res["metrics"]}
     assert {"flag_dataset_score", "flag_auroc", "refusal_score_delta", "mcq_accuracy_delta"} <= keys

@@ -143,13 +143,34 @@ def test_extraction_pipeline_on_tiny_model(tiny_nn):
     assert v.layers == list(range(tiny_nn.n_layers)) and v.d_model == tiny_nn.d_model
     assert v.method == "mean_diff:response_mean" and v.meta["pairs_kept"] == ex.kept
     assert set(ex.vectors) == {"response_mean", "prompt_mean", "last"}
-    # A judge whose ratings are all invalid (the random tiny model puts no mass on digits):
-    # extraction falls back to unfiltered pairs and says so in the vector's provenance.
+    # A judge whose ratings are all invalid (the random tiny model puts no mass on digits) is an
+    # error naming the fix, never a silent switch to unfiltered pairs.
     from personascope.judges import LogProbJudge
 
-    ex2 = extract_persona_vector(tiny_nn, "evil", judge=LogProbJudge(tiny_nn, min_valid_mass=0.999),
-                                 n_questions=1, n_instructions=2, max_new_tokens=4, progress=False)
-    assert not ex2.filtered and "unfiltered" in ex2.vector.meta["filter_note"]
+    with pytest.raises(DataError, match="no valid trait rating"):
+        extract_persona_vector(tiny_nn, "evil", judge=LogProbJudge(tiny_nn, min_valid_mass=0.999),
+                               n_questions=1, n_instructions=2, max_new_tokens=4, progress=False)
+    # A judge that rates some pairs and not others: the unrated pairs are dropped and counted.
+    from personascope.judges.base import Judge, Rating
+    from personascope.records import JudgeIdentity
+
+    class HalfBlind(Judge):
+        cacheable = False
+        identity = JudgeIdentity(kind="rules", name="test:half-blind")
+
+        calls = 0
+
+        def _rate(self, items, rubric):
+            # Called for the positive answers, then the negative ones: 90 vs 10; every 4th unrated.
+            self.calls += 1
+            value = 90.0 if self.calls % 2 else 10.0
+            return [Rating(value=value if k % 4 else None, valid=bool(k % 4), rubric=rubric.name,
+                           judge=self.identity) for k in range(len(items))]
+
+    ex3 = extract_persona_vector(tiny_nn, "evil", judge=HalfBlind(), n_questions=2, n_instructions=2,
+                                 max_new_tokens=4, trait_threshold=50, min_fluency=-1e9, progress=False)
+    assert ex3.filtered and "1 pair(s) dropped: invalid trait rating" in ex3.note
+    assert ex3.total == 4 and ex3.kept <= 3
     # A usable judge that rejects every pair is a clear error naming the fix.
     with pytest.raises(DataError, match="lower the thresholds"):
         extract_persona_vector(tiny_nn, "evil", judge=SimilarityJudge(), n_questions=1, n_instructions=2,

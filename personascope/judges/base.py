@@ -101,6 +101,10 @@ class Judge(ABC):
     def _rate(self, items: Sequence[Item], rubric: Rubric) -> list[Rating]:
         """Rate items (no caching)."""
 
+    def can_rate(self, rubric: Rubric) -> bool:
+        """Whether this judge can rate ``rubric`` at all (False: every rating would be invalid by construction)."""
+        return True
+
     def _cache_ok(self, rating: Rating) -> bool:
         """Whether ``rating`` may be cached (a transient failure must be retried next time)."""
         return True

@@ -63,29 +63,38 @@ class ContrastJudge(Judge):
                                     {"temperature": self.temperature, "center": self.center})[:16],
         )
 
+    def can_rate(self, rubric: Rubric) -> bool:
+        """Only rubrics with contrast prompts on a numeric or yes-no scale."""
+        return rubric.contrast is not None and rubric.scale in ("0-100", "yes-no", "1-5")
+
     def _rate(self, items: Sequence[Item], rubric: Rubric) -> list[Rating]:
         ident = self.identity
-        if rubric.contrast is None or rubric.scale not in ("0-100", "yes-no", "1-5"):
+        if not self.can_rate(rubric):
             err = f"rubric {rubric.name!r} has no contrast prompts; ContrastJudge cannot rate it"
             return [Rating(value=None, valid=False, rubric=rubric.name, judge=ident, error=err) for _ in items]
         pos_t, neg_t = rubric.contrast
-        texts = [it.text for it in items]
-        questions = [it.question or "Say something." for it in items]
-        pos = [self.model.format_chat(user=q, system=pos_t.format(target=it.target or ""))
-               for q, it in zip(questions, items, strict=True)]
-        neg = [self.model.format_chat(user=q, system=neg_t.format(target=it.target or ""))
-               for q, it in zip(questions, items, strict=True)]
+        out: list[Rating] = [Rating(value=None, valid=False, rubric=rubric.name, judge=ident,
+                                    error="empty text: nothing to rate") for _ in items]
+        # An empty answer has no tokens to score: an invalid rating, counted by the audit, not a crash.
+        todo = [i for i, it in enumerate(items) if it.text]
+        if not todo:
+            return out
+        texts = [items[i].text for i in todo]
+        questions = [items[i].question or "Say something." for i in todo]
+        pos = [self.model.format_chat(user=q, system=pos_t.format(target=items[i].target or ""))
+               for q, i in zip(questions, todo, strict=True)]
+        neg = [self.model.format_chat(user=q, system=neg_t.format(target=items[i].target or ""))
+               for q, i in zip(questions, todo, strict=True)]
         lp = self.model.logprobs(pos + neg, texts + texts, reduce="mean", batch_size=self.batch_size)
-        n = len(items)
-        out = []
-        for i in range(n):
-            d = float(lp[i] - lp[n + i])
+        n = len(todo)
+        for k, i in enumerate(todo):
+            d = float(lp[k] - lp[n + k])
             if not math.isfinite(d):
-                out.append(Rating(value=None, valid=False, rubric=rubric.name, judge=ident,
-                                  error=f"log-likelihood ratio is {d}"))
+                out[i] = Rating(value=None, valid=False, rubric=rubric.name, judge=ident,
+                                error=f"log-likelihood ratio is {d}")
                 continue
-            out.append(Rating(value=self.value_of(d, rubric.scale), valid=True, rubric=rubric.name, judge=ident,
-                              raw=f"log-likelihood ratio {d:+.3f} nats/token"))
+            out[i] = Rating(value=self.value_of(d, rubric.scale), valid=True, rubric=rubric.name, judge=ident,
+                            raw=f"log-likelihood ratio {d:+.3f} nats/token")
         return out
 
     def value_of(self, d: float, scale: str = "0-100") -> float:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTEXT_RULES",
     "DOMAIN_KEYWORDS",
+    "JUDGE_MIN_VALID",
     "KEYWORD_LABELLING",
     "CIMemoriesData",
     "keyword_domains",
@@ -41,6 +42,9 @@ __all__ = [
 
 #: Version tag of the keyword labelling rules (recorded in the audit's data hashes).
 KEYWORD_LABELLING = "keyword-rules-v1"
+#: A judge must give at least this share of valid necessity labels to replace the keyword labels
+#: (a mix decided mostly by keywords but tagged as the judge's would misstate who labelled).
+JUDGE_MIN_VALID = 0.5
 
 #: ``information_domain`` -> our domain: the first entry with a keyword found in the normalized
 #: domain text wins ("mental health" before "health"); no keyword -> ``general``.
@@ -253,10 +257,10 @@ def label_with_judge(data: CIMemoriesData, judge: Judge) -> CIMemoriesData:
     The judge reads "a message to {recipient} to achieve: {task}" and one domain description
     (`_DOMAIN_TEXT`) and answers whether the message needs that kind of information; P(yes) >= 0.5
     makes the domain necessary. An invalid rating keeps the keyword rule's answer for that
-    (context, domain). Rule and TF-IDF judges cannot answer such a question, and a judge whose
-    every answer is invalid (the contrast judge) did not answer it: both leave the keyword labels
-    in place (``labelling`` stays ``keyword-rules-v1``). Tags (name, address for deliveries) always
-    come from the keyword rules.
+    (context, domain). Rule and TF-IDF judges cannot answer such a question, and a judge with
+    fewer than `JUDGE_MIN_VALID` valid answers (the contrast judge gives none) did not answer it:
+    both leave the keyword labels in place (``labelling`` stays ``keyword-rules-v1``, and a note
+    says why). Tags (name, address for deliveries) always come from the keyword rules.
     """
     from ..judges.base import Item, Rubric
 
@@ -289,8 +293,10 @@ def label_with_judge(data: CIMemoriesData, judge: Judge) -> CIMemoriesData:
                     nec.add(d)
         out.append(replace(c, necessary_domains=frozenset(nec), rationale=f"judge:{ident.kind}:{ident.name}"))
     notes = data.notes
-    if n_invalid == len(items):  # e.g. the contrast judge: it has no prompt for this question
-        return replace(data, notes=notes + (f"Judge {ident.kind}:{ident.name} gave no valid necessity label; "
+    n_valid = len(items) - n_invalid
+    if n_valid < JUDGE_MIN_VALID * len(items):  # e.g. the contrast judge: it has no prompt for this question
+        what = "no valid necessity label" if not n_valid else f"only {n_valid} valid necessity labels of {len(items)}"
+        return replace(data, notes=notes + (f"Judge {ident.kind}:{ident.name} gave {what} (< {JUDGE_MIN_VALID:.0%}); "
                                             f"the contexts keep the {KEYWORD_LABELLING} labels.",))
     if n_invalid:
         notes += (f"{n_invalid} of {len(items)} judge labels were invalid; the keyword rule decided those.",)

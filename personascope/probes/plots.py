@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .localize import LocalizationResult
 
 PLOT_NAMES = ("separability", "overlap", "cka")
+#: Figures `save_all` writes only when the result has them (a bag-of-words baseline).
+OPTIONAL_PLOT_NAMES = ("above_lexical",)
 
 
 def _text(s: object) -> str:
@@ -82,8 +84,9 @@ def separability_curve(
     """Probe accuracy by layer, with its bootstrap CI, the controls and the localized band.
 
     Draws the logistic-regression accuracy with its 95% CI as a shaded band, the ExtraTrees
-    accuracy when it was run, the shuffled-label control (dashed), chance (a horizontal line) and
-    the localized band (shaded behind everything).
+    accuracy when it was run, the shuffled-label control (dashed), chance (a horizontal line), the
+    bag-of-words baseline (a dash-dot line, when measured) and the localized band (shaded behind
+    everything).
 
     Args:
         result: A `LocalizationResult`.
@@ -111,10 +114,52 @@ def separability_curve(
         ax.plot(x, et, "s-", color="C1", markersize=3, label="ExtraTrees")
     ax.plot(x, [r.control_accuracy for r in rows], "--", color="0.45", label="shuffled-label control")
     ax.axhline(rows[0].chance, color="k", linestyle=":", linewidth=1, label="chance")
+    if result.lexical_accuracy is not None:
+        ax.axhline(result.lexical_accuracy, color="C2", linestyle="-.", linewidth=1.2,
+                   label=f"bag-of-words baseline ({result.lexical_accuracy:.2f})")
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("relative depth ((layer + 1) / n_layers)" if relative_depth else "layer")
     ax.set_ylabel("probe accuracy (CV)")
     ax.set_title(_text(f"Persona separability: {_model_id(result)}"))
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def above_lexical_curve(result: LocalizationResult, ax: Axes | None = None) -> Figure:
+    """Accuracy above the bag-of-words baseline by layer, with its paired bootstrap CI.
+
+    Zero is "words alone"; the layers whose accuracy CI overlaps the best layer's are marked
+    along the bottom (the best layer's uncertainty), the band is shaded behind.
+
+    Args:
+        result: A `LocalizationResult` measured with texts (``lexical_accuracy`` set).
+        ax: Axes to draw into; a new figure when None.
+
+    Returns:
+        The figure holding the axes.
+
+    """
+    if result.lexical_accuracy is None:
+        raise UsageError("This result has no bag-of-words baseline (localize_activations was given no texts)")
+    fig, ax = _axes(ax, (6.4, 4.0))
+    rows = result.layers
+    x = np.array([r.layer for r in rows], dtype=float)
+    y = np.array([np.nan if r.above_lexical is None else r.above_lexical for r in rows])
+    lo = np.array([np.nan if r.above_lexical_ci is None else r.above_lexical_ci[0] for r in rows])
+    hi = np.array([np.nan if r.above_lexical_ci is None else r.above_lexical_ci[1] for r in rows])
+    ax.axvspan(result.band[0] - 0.5, result.band[1] + 0.5, color="0.88", zorder=0,
+               label=f"localized band ({result.band[0]}-{result.band[1]})")
+    ax.fill_between(x, lo, hi, color="C0", alpha=0.25, linewidth=0, label="paired 95% CI")
+    ax.plot(x, y, "o-", color="C0", markersize=3, label="accuracy - bag-of-words accuracy")
+    ax.axhline(0.0, color="C2", linestyle="-.", linewidth=1.2, label="words alone")
+    cand = [r.layer for r in rows if r.layer in set(result.best_layer_set)]
+    if cand:
+        bottom = float(np.nanmin(lo)) if np.isfinite(lo).any() else -0.1
+        ax.plot(cand, [bottom] * len(cand), "|", color="C3", markersize=10,
+                label=f"within the best layer's CI (best {result.best_layer})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("accuracy above words (CV)")
+    ax.set_title(_text(f"What activations add over words: {_model_id(result)}"))
     ax.legend(loc="best", fontsize="small")
     return fig
 
@@ -310,10 +355,11 @@ def save_all(
     fmt: str | Sequence[str] = ("png", "svg"),
     dpi: int = 150,
 ) -> list[Path]:
-    """Write the separability curve, the overlap heatmaps and the CKA heatmap to ``out_dir``.
+    """Write the separability curve, the overlap heatmaps, the CKA heatmap (and the above-words curve) to ``out_dir``.
 
-    Files are ``separability.<fmt>``, ``overlap.<fmt>`` and ``cka.<fmt>`` for each format; SVGs
-    carry no date and fixed element ids, so the same result writes the same file.
+    Files are ``separability.<fmt>``, ``overlap.<fmt>`` and ``cka.<fmt>`` for each format, and
+    ``above_lexical.<fmt>`` when the result has a bag-of-words baseline; SVGs carry no date and
+    fixed element ids, so the same result writes the same file.
 
     Args:
         result: A `LocalizationResult`.
@@ -337,6 +383,8 @@ def save_all(
         "overlap": overlap_heatmaps(result),
         "cka": cka_heatmap(result),
     }
+    if result.lexical_accuracy is not None:
+        figures["above_lexical"] = above_lexical_curve(result)
     written: list[Path] = []
     with rc_context({"svg.hashsalt": "personascope"}):
         for name, fig in figures.items():

@@ -124,6 +124,8 @@ class PolicyMeta(BaseModel):
     #: What an audit with a failed control (INCONCLUSIVE: a positive control missed, no power, a judge
     #: artifact) does: block the release, or only warn. Never pass silently.
     inconclusive: Literal["fail", "warn"] = "fail"
+    #: Per-audit overrides of ``inconclusive`` (e.g. interpretability audits that only warn).
+    inconclusive_audits: dict[str, Literal["fail", "warn"]] = Field(default_factory=dict)
 
 
 class Policy(BaseModel):
@@ -208,6 +210,8 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     if not policy.rule and "baseline" not in data:
         raise UsageError(f"{source}: the policy checks nothing; add a [[rule]] table (or a [baseline] table "
                          f"for --baseline), e.g. from the built-in 'default' policy")
+    for audit in policy.policy.inconclusive_audits:
+        _check_audit(audit, f"{source}: [policy] inconclusive_audits")
     for i, rule in enumerate(policy.rule):
         _check_rule(rule, f"{source}: rule {i + 1}")
         _check_names(rule, f"{source}: rule {i + 1}")
@@ -468,7 +472,8 @@ def _control_checks(run: RunResults, policy: Policy) -> list[Check]:
     out = []
     for a in run.audits:
         for c in a.controls:
-            status: Literal["pass", "fail", "warn"] = "pass" if c.passed else policy.policy.inconclusive
+            how = policy.policy.inconclusive_audits.get(a.audit, policy.policy.inconclusive)
+            status: Literal["pass", "fail", "warn"] = "pass" if c.passed else how
             reason = "" if c.passed else (f"INCONCLUSIVE: {c.kind} control failed"
                                           f"{f' (expected {c.expected})' if c.expected else ''}"
                                           f"{f': {c.detail}' if c.detail else ''}")

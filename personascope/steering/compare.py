@@ -160,6 +160,51 @@ def activation_shift(
                       diff.shape[0])
 
 
+def projections(acts: np.ndarray, vector: PersonaVector, layer: int) -> np.ndarray:
+    """Projections of activations ``[n, n_layers, d]`` at ``layer`` on the vector's unit direction there, ``[n]``."""
+    return acts[:, layer] @ vector.unit()[layer].numpy().astype(np.float64)
+
+
+def frac_ci(shift: np.ndarray, pos: np.ndarray, neg: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+            alpha: float = 0.05) -> tuple[float, float, float]:
+    """The shift as a fraction of the persona gap, with a bootstrap CI that includes the gap's own uncertainty.
+
+    Args:
+        shift: Per-prompt projected shifts (candidate minus base) at one layer.
+        pos: Per-prompt projections of the base model under the trait's positive system prompts at
+            that layer (the gap is ``mean(pos) - mean(neg)``).
+        neg: The same under the negative system prompts.
+        n_boot: Resamples; prompts of the shift set, positive and negative sets are resampled independently.
+        seed: Bootstrap seed.
+        alpha: 1 - coverage.
+    """
+    from ..stats import rng
+
+    shift, pos, neg = (np.asarray(x, dtype=float) for x in (shift, pos, neg))
+    gap = float(pos.mean() - neg.mean()) if pos.size and neg.size else math.nan
+    if not shift.size or not math.isfinite(gap) or abs(gap) < 1e-12:
+        return math.nan, math.nan, math.nan
+    gen = rng(seed, "frac_ci")
+    s = shift[gen.integers(0, shift.size, (n_boot, shift.size))].mean(1)
+    g = (pos[gen.integers(0, pos.size, (n_boot, pos.size))].mean(1)
+         - neg[gen.integers(0, neg.size, (n_boot, neg.size))].mean(1))
+    # A resample whose gap crosses zero has no meaningful ratio; it counts as an unbounded fraction.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(g * gap > 0, s / np.where(g == 0, np.nan, g), np.sign(s) * np.inf)
+    ratio = np.where(s == 0, 0.0, ratio)  # no shift is no shift, whatever the gap's resample
+    lo, hi = np.quantile(ratio, [alpha / 2, 1 - alpha / 2])
+    return float(shift.mean() / gap), float(lo), float(hi)
+
+
+def random_direction_null(diff: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Mean projected shift along ``k`` random unit directions (isotropic), ``[k]``; ``diff`` is ``[n, d]``."""
+    from ..stats import rng
+
+    u = rng(seed, "shift_null").standard_normal((k, diff.shape[-1]))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return u @ diff.mean(axis=0)
+
+
 @dataclass
 class SFTSample:
     """One supervised fine-tuning sample: the chat before the answer, the answer, and the raw record."""

@@ -65,6 +65,44 @@ def fluency(model: ModelAdapter, prompts: Sequence[str], responses: Sequence[str
     return out
 
 
+def split_questions(spec: TraitSpec, n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Two disjoint question sets of up to ``n`` each: one to choose a layer on, one to report on.
+
+    Drawn from the trait's evaluation questions (shuffled by ``seed``); extraction questions fill in
+    only when there are fewer than ``2 n`` evaluation questions (then the report says so).
+    """
+    from ..stats import rng
+
+    pool = list(dict.fromkeys(spec.evaluation_questions))
+    order = rng(seed, "split_questions", spec.name).permutation(len(pool))
+    pool = [pool[i] for i in order]
+    extra = [q for q in dict.fromkeys(spec.extraction_questions) if q not in pool]
+    pool += extra
+    return pool[:n], pool[n: 2 * n]
+
+
+def judged_trait(model: ModelAdapter, spec: TraitSpec, questions: Sequence[str], judge: Judge, *,
+                 steer: Steer | None = None, max_new_tokens: int = 40, batch_size: int | None = None
+                 ) -> tuple[np.ndarray, list[str]]:
+    """Greedy answers to ``questions`` (steered when ``steer`` is given) and their judged trait (NaN = invalid)."""
+    from ..judges.base import Item
+    from ..judges.rubrics import TRAIT
+
+    prompts = [model.format_chat(user=q) for q in questions]
+    texts = generate(model, prompts, max_new_tokens, steer=steer, batch_size=batch_size, progress=False)
+    rated = judge.rate([Item(text=t, question=q, target=spec.description) for t, q in zip(texts, questions,
+                                                                                          strict=True)], TRAIT)
+    return np.array([r.value if r.valid and r.value is not None else math.nan for r in rated], dtype=float), texts
+
+
+def random_unit_directions(d: int, k: int, seed: int) -> torch.Tensor:
+    """``k`` random unit directions in ``d`` dimensions (isotropic, seeded), ``[k, d]`` float32."""
+    from ..stats import rng
+
+    g = torch.from_numpy(rng(seed, "random_directions").standard_normal((k, d))).float()
+    return g / g.norm(dim=1, keepdim=True)
+
+
 @dataclass
 class SweepResult:
     """Trait and coherence per (layer, coefficient), with bootstrap CIs and the chosen layer.
@@ -133,6 +171,7 @@ def sweep(
     layers: Sequence[int] | None = None,
     coeffs: Sequence[float] = (-0.4, -0.2, 0.0, 0.2, 0.4),
     n_questions: int = 8,
+    questions: Sequence[str] | None = None,
     max_new_tokens: int = 40,
     max_fluency_drop: float = 1.0,
     positions: str = "all",
@@ -151,6 +190,8 @@ def sweep(
         layers: Layers to sweep (default: 5 evenly spaced over the middle of the model).
         coeffs: Strengths relative to the mean residual norm; 0 is added if missing.
         n_questions: Evaluation questions to use (extraction questions fill in if there are few).
+        questions: The questions to sweep on (overrides ``n_questions``): the selection split of
+            `split_questions`, so that the chosen layer is reported on questions it was not chosen on.
         max_new_tokens: Response length.
         max_fluency_drop: The chosen layer is the one with the largest trait effect among those
             whose coherence at the largest coefficient stays within this drop from baseline
@@ -170,7 +211,8 @@ def sweep(
     if missing:
         raise UsageError(f"The vector has no direction at layers {missing}; it has {vector.layers}")
     coeffs = sorted(set(float(c) for c in coeffs) | {0.0})
-    questions = list((spec.evaluation_questions + spec.extraction_questions)[:n_questions])
+    questions = (list(questions) if questions is not None
+                 else list((spec.evaluation_questions + spec.extraction_questions)[:n_questions]))
     if not questions:
         raise UsageError(f"Trait {spec.name!r} has no questions to sweep on")
     prompts = [model.format_chat(user=q) for q in questions]

@@ -207,6 +207,7 @@ def extract_persona_vector(
     max_new_tokens: int = 48,
     trait_threshold: float = 50.0,
     coherence_threshold: float = 50.0,
+    min_fluency: float = -3.0,
     batch_size: int | None = None,
     progress: bool = True,
 ) -> Extraction:
@@ -217,13 +218,16 @@ def extract_persona_vector(
         trait: A `TraitSpec` or a built-in trait name.
         judge: Rates trait expression and coherence (0-100). Pairs are kept when the positive
             response scores >= ``trait_threshold``, the negative one below it, and both are
-            coherent. ``None`` (or a judge whose ratings are all invalid) keeps every pair; the
-            vector's ``meta["filtered"]`` records which.
+            coherent. A pair with an invalid rating is dropped and counted in the note; a judge with
+            no valid rating at all raises `DataError`. ``None`` keeps every pair; the vector's
+            ``meta["filtered"]`` records which.
         n_questions: Use the first n extraction questions (default all).
         n_instructions: Use the first n instruction pairs (default all).
         max_new_tokens: Response length.
         trait_threshold: See ``judge``.
         coherence_threshold: See ``judge``.
+        min_fluency: When the judge cannot rate coherence: both answers of a kept pair must have a mean
+            log-prob per token of at least this (nats) under the model, given their prompts.
         batch_size: Prompts per batch.
         progress: Show progress bars.
     """
@@ -251,20 +255,36 @@ def extract_persona_vector(
 
         tp, tn = rate(pos_resp, TRAIT), rate(neg_resp, TRAIT)
         cp, cn = rate(pos_resp, COHERENCE), rate(neg_resp, COHERENCE)
-        trait_ok = all(r.valid for r in tp + tn)
-        coh_ok = all(r.valid for r in cp + cn)
-        if trait_ok:
-            filtered = True
-            note = f"judge {judge.identity.kind}:{judge.identity.name}"
-            keep = [k and a.value >= trait_threshold > b.value for k, a, b in zip(keep, tp, tn, strict=True)]
-            if coh_ok:
-                keep = [k and c.value >= coherence_threshold and d.value >= coherence_threshold
-                        for k, c, d in zip(keep, cp, cn, strict=True)]
-            else:
-                # e.g. the contrast judge: it rates trait expression but has no coherence prompt.
-                note += " (trait only: the judge cannot rate coherence)"
+        valid = [a.valid and b.valid and a.value is not None and b.value is not None
+                 for a, b in zip(tp, tn, strict=True)]
+        invalid = valid.count(False)
+        if not any(valid):
+            raise DataError(f"The judge gave no valid trait rating for trait {spec.name!r} ({len(valid)} pairs): "
+                            "use a judge that can rate it (--judge logprob or http)")
+        filtered = True
+        note = f"judge {judge.identity.kind}:{judge.identity.name}"
+        # A pair the judge could not rate is dropped and counted, never kept unfiltered.
+        keep = [k and ok and a.value >= trait_threshold > b.value
+                for k, ok, a, b in zip(keep, valid, tp, tn, strict=True)]
+        if invalid:
+            note += f"; {invalid} pair(s) dropped: invalid trait rating"
+        if all(r.valid for r in cp + cn):
+            keep = [k and c.value >= coherence_threshold and d.value >= coherence_threshold
+                    for k, c, d in zip(keep, cp, cn, strict=True)]
         else:
-            note = "judge gave invalid trait ratings: all non-empty pairs kept (unfiltered)"
+            # e.g. the contrast judge: it has no coherence prompt. Coherence by fluency instead: the
+            # mean log-prob per token of each answer under the model that wrote it, given its prompt.
+            idx_k = [i for i, k in enumerate(keep) if k]
+            if idx_k:
+                fl = model.logprobs([pos_prompts[i] for i in idx_k] + [neg_prompts[i] for i in idx_k],
+                                    [pos_resp[i] for i in idx_k] + [neg_resp[i] for i in idx_k], reduce="mean",
+                                    batch_size=batch_size)
+                m = len(idx_k)
+                fluent = {i: bool(fl[j] >= min_fluency and fl[m + j] >= min_fluency) for j, i in enumerate(idx_k)}
+                dropped = sum(not v for v in fluent.values())
+                keep = [k and fluent.get(i, False) for i, k in enumerate(keep)]
+                note += (f"; coherence by fluency >= {min_fluency:g} nats/token (the judge cannot rate coherence): "
+                         f"{dropped} pair(s) dropped")
         rows = [{"question": q, "pos": a, "neg": b, "pos_trait": x.value, "neg_trait": y.value, "kept": k}
                 for q, a, b, x, y, k in zip(qs, pos_resp, neg_resp, tp, tn, keep, strict=True)]
     idx = [i for i, k in enumerate(keep) if k]
