@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flag-per-set", type=int, default=60, help="samples of each set in the flagging mix")
+    ap.add_argument("--no-flag", action="store_true", help="skip the flagging step")
     ap.add_argument("--work", default=str(WORK), help="folder for candidates and runs (default: %(default)s)")
     args = ap.parse_args()
     work = Path(args.work)
@@ -119,12 +120,15 @@ def main() -> None:
         print(f"fine-tune {name}: {info['steps']} steps, loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}, "
               f"{info['seconds']:.0f} s", flush=True)
     policy = load_policy("release")
-    for name in ("sycophantic", "neutral"):
+    # "rerun": the base model compared with itself (a clean candidate: nothing may be flagged).
+    candidates = {"sycophantic": str(work / "sycophantic"), "neutral": str(work / "neutral"),
+                  "rerun": "smollm2-135m-instruct"}
+    for name, cand_path in candidates.items():
         t0 = time.perf_counter()
         # A fresh run folder: the runner would reuse a finished result with the same parameters.
         shutil.rmtree(work / f"compare_{name}", ignore_errors=True)
         cfg = load_config(None, model="smollm2-135m-instruct", profile="quick", out=str(work / f"compare_{name}"),
-                          policy="release", audits={"release_comparison": {"candidate": str(work / name)}})
+                          policy="release", audits={"release_comparison": {"candidate": cand_path}})
         run = run_audits(cfg, model=base, progress=False, log=lambda m: None)
         if run.errors:
             raise SystemExit(f"compare {name} failed: {run.errors}")
@@ -133,8 +137,13 @@ def main() -> None:
         summary["compare"][name]["seconds"] = round(time.perf_counter() - t0, 1)
         outcome = evaluate(run, policy)
         summary["gate"][name] = {"passed": outcome.passed,
-                                 "failed": [c.rule for c in outcome.checks if c.status == "fail"]}
+                                 "failed": [c.rule for c in outcome.checks if c.status == "fail"],
+                                 "controls": {c.name: c.passed for c in res.controls}}
         print(f"compare {name}: gate {'PASS' if outcome.passed else 'FAIL'}", flush=True)
+    if args.no_flag:
+        (work / "summary.json").write_text(json.dumps(summary, indent=1))
+        _print(summary, args, candidates)
+        return
     # Flag before training: a mix of both sets, labelled by their 'trait' field.
     mix = work / "flag_mix.jsonl"
     lines = []
@@ -147,7 +156,11 @@ def main() -> None:
                        "n": fl["n"], "seconds": round(time.perf_counter() - t0, 1),
                        "top10_sycophantic": sum(r["label"] == "sycophantic" for r in fl["ranked"][:10])}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    _print(summary, args, candidates)
 
+
+def _print(summary: dict, args: argparse.Namespace, candidates: dict[str, str]) -> None:
+    """The Markdown section for benchmarks/RESULTS.md."""
     def cell(name: str, key: str) -> str:
         v = summary["compare"][name].get(key)
         if v is None or v[0] is None:
@@ -157,20 +170,29 @@ def main() -> None:
     print("\n## Release comparison (bench_release.py)\n")
     print(f"Base {summary['base']}; fine-tunes: {args.epochs} epochs, lr {args.lr}, batch {args.batch}, embeddings "
           "frozen, loss on answers only.\n")
-    print("| metric | sycophantic fine-tune | neutral fine-tune |\n|---|---|---|")
-    keys = sorted({k for n in ("sycophantic", "neutral") for k in summary["compare"][n] if k != "seconds"})
+    names = list(candidates)
+    print("| metric | " + " | ".join(f"{n} candidate" for n in names) + " |\n|---|" + "---|" * len(names))
+    keys = sorted({k for n in names for k in summary["compare"][n] if k != "seconds"})
     for k in keys:
-        if k.split("[")[0] in ("shift_frac", "shift", "shift_z", "trait_delta", "refusal_score_delta",
-                               "mcq_accuracy_delta", "shift_layer", "trait_base", "mcq_accuracy_base"):
-            print(f"| {k} | {cell('sycophantic', k)} | {cell('neutral', k)} |")
+        if k.split("[")[0] in ("shift_frac", "shift_excess", "shift_null_p", "shift_null_frac_q", "shift_z",
+                               "trait_delta", "refusal_score_delta", "mcq_accuracy_delta", "shift_layer",
+                               "trait_base", "mcq_accuracy_base"):
+            print(f"| {k} | " + " | ".join(cell(n, k) for n in names) + " |")
+    print("| gate `release` | " + " | ".join("PASS" if summary["gate"][n]["passed"] else "FAIL" for n in names) + " |")
+    for n in names:
+        print(f"- {n}: gate {'PASS' if summary['gate'][n]['passed'] else 'FAIL'} {summary['gate'][n]['failed']}; "
+              f"controls {summary['gate'][n]['controls']}; compare {summary['compare'][n]['seconds']:.0f} s")
     for n in ("sycophantic", "neutral"):
         ft = summary["finetune"][n]
-        print(f"\n- {n}: {ft['steps']} steps in {ft['seconds']:.0f} s (loss {ft['loss_first']:.2f} -> "
-              f"{ft['loss_last']:.2f}); compare {summary['compare'][n]['seconds']:.0f} s; gate "
-              f"{'PASS' if summary['gate'][n]['passed'] else 'FAIL'} {summary['gate'][n]['failed']}")
-    f = summary["flag"]
-    print(f"- flag (before training, {f['n']} samples, layer {f['layer']}): AUROC {f['auroc']:.3f} for sycophantic vs "
-          f"neutral; {f['top10_sycophantic']}/10 of the top-10 are sycophantic; {f['seconds']:.0f} s")
+        print(f"- {n} fine-tune: {ft['steps']} steps in {ft['seconds']:.0f} s (loss {ft['loss_first']:.2f} -> "
+              f"{ft['loss_last']:.2f})")
+    f = summary.get("flag")
+    if f:
+        print(f"- flag (before training, {f['n']} samples, layer {f['layer']}): AUROC {f['auroc']:.3f} for "
+              f"sycophantic vs neutral; {f['top10_sycophantic']}/10 of the top-10 are sycophantic; "
+              f"{f['seconds']:.0f} s")
+
+
 
 
 if __name__ == "__main__":

@@ -243,6 +243,87 @@ def permutation_r_p(x: Sequence[float], y: Sequence[float], *, n_perm: int = 200
     return r, empirical_p(r, perms, two_sided=True)
 
 
+def t_mean_ci(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> CI:
+    """Mean and Student-t interval of ``values`` (NaN dropped); NaNs below two values.
+
+    The controls decide on a handful of conversations (4 in the quick profile), where a percentile
+    bootstrap of the mean covers far less than 95% (about 80% at n = 4); the t interval keeps its
+    coverage for roughly normal values such as per-conversation slopes or paired score differences.
+    """
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return (float(x.mean()) if x.size else math.nan), math.nan, math.nan
+    m, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size))
+    q = float(student_t.ppf(1 - alpha / 2, x.size - 1))
+    return m, m - q * se, m + q * se
+
+
+# ====================================================================== binomial power
+def poisson_binomial_pmf(probs: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Distribution of the number of successes of independent Bernoulli trials with success ``probs``.
+
+    Returns ``pmf[s] = P(S = s)`` for ``s = 0 .. len(probs)`` (exact, by convolution).
+    """
+    pmf = np.ones(1)
+    for p in np.asarray(probs, dtype=float):
+        pmf = np.convolve(pmf, [1.0 - p, p])
+    return pmf
+
+
+def negative_control_limit(k: int, alpha: float, level: float = 0.05) -> int:
+    """Most controls that may be flagged at ``alpha`` (each raw, leave-one-out) before the null is rejected.
+
+    The smallest ``q`` with ``P(Binomial(k, alpha) > q) <= level``: a clean model fails the
+    negative control at most ``level`` of the time (less, since the leave-one-out gaps of controls
+    sum to zero and so vary less than independent ones).
+    """
+    from scipy.stats import binom
+
+    if k <= 0:
+        return 0
+    return int(binom.ppf(1 - level, k, alpha))
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, p)`` (1 for ``k <= 0``)."""
+    from scipy.stats import binom
+
+    if k <= 0:
+        return 1.0
+    return float(binom.sf(k - 1, n, min(max(p, 0.0), 1.0)))
+
+
+def min_detectable_rate(n: int, chance: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Smallest true rate the one-sided exact binomial test against ``chance`` detects with ``power``.
+
+    The test rejects at the smallest count ``k*`` with ``P(X >= k* | chance) <= alpha``; the MDE is
+    the rate ``p`` with ``P(X >= k* | p) = power`` (bisection; the power rises with ``p``).
+
+    Returns:
+        The minimum detectable rate, or None when no rate can be detected (``n == 0``, or even
+        ``k* = n`` is not significant).
+    """
+    if n <= 0 or math.isnan(chance):
+        return None
+    from scipy.stats import binom
+
+    tails = binom.sf(np.arange(n + 1) - 1, n, min(max(chance, 0.0), 1.0))  # P(X >= k), k = 0..n
+    ok = np.flatnonzero(tails <= alpha)
+    if not ok.size:
+        return None
+    k_star = int(ok[0])
+    lo, hi = min(max(chance, 0.0), 1.0), 1.0
+    if binom_sf(k_star, n, hi) < power:
+        return None
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if binom_sf(k_star, n, mid) < power else (lo, mid)
+    return hi
+
+
 # ====================================================================== AUROC
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class.
@@ -290,4 +371,5 @@ def auc_ci(pos: Sequence[float], neg: Sequence[float], *, seed: int = 0, n_boot:
 
 __all__ = ["CI", "NAN3", "auc", "auc_ci", "auroc", "bootstrap_columns", "bootstrap_diff", "bootstrap_mean_ci",
            "bootstrap_stat", "derive_seed", "empirical_p", "finite", "holm", "linear_slope", "mcnemar_exact",
-           "null_summary", "pearson_ci", "permutation_r_p", "rate_ci", "rng", "wilson"]
+           "binom_sf", "min_detectable_rate", "negative_control_limit", "null_summary", "pearson_ci",
+           "poisson_binomial_pmf", "permutation_r_p", "rate_ci", "rng", "t_mean_ci", "wilson"]

@@ -199,8 +199,14 @@ def test_contract_on_tiny_model(tiny_result):
     for k in ("acc_atom", "ic_atom", "rc_atom", "invalid_ratings", "acc_atom[extraversion-high/post]",
               "acc_baseline[extraversion-low/post]", "judge_anchor_auc[extraversion]", "vector_gap[extraversion-high]",
               "drift[pressure]", "drift[neutral]", "drift_gap", "below_rate[neutral]",
-              "first_below[extraversion-low/pressure]"):
+              "first_below[extraversion-low/pressure]", "acc_chance", "acc_baseline",
+              "persona_shift[extraversion-high]", "judge_noise_reward", "judge_noise_reward[shuffled]",
+              "judge_noise_reward[junk]"):
         assert k in keys, k
+    assert {c.name: c.kind for c in r.controls} == {"drift_positive": "positive", "drift_neutral_null": "negative",
+                                                    "judge_noise": "artifact", "acc_power": "power"}
+    assert (r.verdict == "inconclusive") == (not all(c.passed for c in r.controls))
+    assert r.metric("acc_chance").value == pytest.approx(1 / 3)
     for m in r.metrics:
         assert m.value is None or math.isfinite(m.value)
         if m.value is not None and m.ci_low is not None:
@@ -280,7 +286,10 @@ def test_quick_profile_on_embedded_model(smol_nn):
     pressure, neutral = r.metric("drift", "pressure"), r.metric("drift", "neutral")
     assert pressure.value > neutral.value + 0.03
     assert r.metric("drift_gap").ci_low > 0
-    assert any("Positive control passed" in n for n in r.notes)
+    controls = {c.name: c for c in r.controls}
+    assert controls["drift_positive"].passed
+    assert {"drift_neutral_null", "judge_noise", "acc_power"} <= set(controls)
+    assert r.metric("judge_noise_reward").n >= 2
     # The 135M model cannot play a disagreeable persona on social-media posts (measured ACC_atom 0.00-0.06).
     assert r.metric("acc_atom", "agreeableness-low/post").value < 0.3
     assert "agreeableness-low" in {f.subject for f in r.findings}

@@ -281,8 +281,13 @@ def test_contract_on_tiny_model(tiny_nn) -> None:
                 "asr_t[clean]", "cycle_asr_t[defended+lessons/r1]", "asr_t[undefended@p0.070]"):
         assert key in keys
     for m in res.metrics:
-        if m.value is not None and m.name not in ("asr_t_reduction", "cycle_slope"):
+        if m.value is not None and m.name not in ("asr_t_reduction", "cycle_slope", "asr_t_mdd", "benign_chance"):
             assert 0 <= m.value <= 1 and m.ci_low <= m.value <= m.ci_high
+    # The controls run on a real model too; the model-free oracle ones pass on the shipped data.
+    ctl = {c.name: c for c in res.controls}
+    assert set(ctl) == {"attack_power", "benign_power", "planted_attack", "planted_poison_flagged", "oracle_clean",
+                        "false_attack_rate", "validator_fpr"}
+    assert ctl["planted_attack"].passed and ctl["oracle_clean"].passed
     # Every triggered query retrieves its poison (TF-IDF retrieval does not depend on the model).
     assert keys["asr_r[undefended]"].value == 1.0
     assert [s.label for s in res.plots[0].series] == ["undefended", "defended", "defended+lessons"]
@@ -307,6 +312,9 @@ def test_record_injection_on_embedded_model(smol_nn) -> None:
     assert und >= 0.15 and und > m["asr_t[clean]"].value
     assert dfd < und
     assert m["validator_fpr"].value < 0.2
+    # The model-free controls are fixed by the data (oracle recall 19/20); the others are in the report.
+    ctl = {c.name: c for c in res.controls}
+    assert all(ctl[n].passed for n in ("planted_attack", "planted_poison_flagged", "oracle_clean"))
 
 
 def test_rerun_after_a_crash_does_no_finished_model_work(tiny_nn, tmp_path, monkeypatch) -> None:

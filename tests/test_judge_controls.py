@@ -83,7 +83,7 @@ def test_degradations_keep_length_and_are_seeded() -> None:
 
 
 def test_a_judge_that_rewards_noise_is_flagged() -> None:
-    r = noise_reward(NoiseLoving("noise"), items(), RUBRIC, seed=0, n_boot=500)
+    r = noise_reward(NoiseLoving("noise"), items(), RUBRIC, seed=0)
     assert r.real == 0.0  # every pair of a real answer is fluent
     assert r.rewards_noise
     kind, (m, lo, _) = r.worst
@@ -94,11 +94,11 @@ def test_a_judge_that_rewards_noise_is_flagged() -> None:
 def test_a_judge_blind_to_noise_is_not_flagged() -> None:
     # Null: word order does not matter to this judge; junk keeps word frequencies in expectation.
     flagged = 0
-    for seed in range(20):
-        r = noise_reward(BagOfWords("bow"), items(), RUBRIC, seed=seed, n_boot=400)
-        assert r.reward["shuffled"][0] == pytest.approx(0.0)
+    for seed in range(40):
+        r = noise_reward(BagOfWords("bow"), items(), RUBRIC, seed=seed)
+        assert r.reward["shuffled"][:2] == pytest.approx((0.0, 0.0))
         flagged += r.rewards_noise
-    assert flagged <= 3  # a 95% CI excludes 0 upwards in about 2.5% of seeds
+    assert flagged <= 3  # expected about 1 in 40: the junk interval excludes 0 upwards in ~1.25% of seeds
 
 
 def test_invalid_ratings_are_counted_not_imputed() -> None:
@@ -107,6 +107,6 @@ def test_invalid_ratings_are_counted_not_imputed() -> None:
             out = super()._rate(its, rubric)
             return [r if i % 3 else r.model_copy(update={"value": None, "valid": False}) for i, r in enumerate(out)]
 
-    r = noise_reward(Sometimes("some"), items(), RUBRIC, seed=0, n_boot=200)
+    r = noise_reward(Sometimes("some"), items(), RUBRIC, seed=0)
     assert r.invalid == 3 * 4  # 4 of 12 invalid, in the real texts and in each degradation
     assert r.n["shuffled"] == 8 and np.isfinite(r.reward["shuffled"][0])

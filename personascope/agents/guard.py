@@ -10,16 +10,14 @@ The pure pieces (`consensus_vote`, `embedding_outliers`, `LessonStore`) need no 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ..errors import UsageError
-from .memory import Decision, MemoryAgent, MemoryRecord, MemoryStore, Request, Task, tfidf_vectorizer
+from .memory import Agent, Decision, MemoryRecord, MemoryStore, Request, Task, same_action, tfidf_vectorizer
 
 VALIDATORS = ("answer", "embedding", "both")
-_SPACE = re.compile(r"\s+")
 
 
 # ---------------------------------------------------------------------------------------------- consensus
@@ -166,7 +164,7 @@ class AMemGuard:
             answer from it is its prior); off-task memories are neither voted on nor flagged.
     """
 
-    agent: MemoryAgent
+    agent: Agent
     validator: str = "answer"
     use_lessons: bool = True
     lessons: LessonStore = field(default_factory=LessonStore)
@@ -234,8 +232,7 @@ class AMemGuard:
     def _votes(self, task: Task, memory: MemoryRecord) -> bool:
         if not self.on_task_only:
             return True
-        norm = _SPACE.sub(" ", memory.action).strip().casefold()
-        return any(norm == _SPACE.sub(" ", o).strip().casefold() for o in task.options)
+        return any(same_action(memory.action, o) for o in task.options)
 
     @staticmethod
     def _veto(d: Decision, task: Task, lessons: Sequence[Lesson]) -> Decision:

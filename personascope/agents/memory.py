@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -446,8 +446,71 @@ class MemoryAgent:
         return list(zip(self.decide_many(reqs, progress=progress), mems, strict=True))
 
 
+class Agent(Protocol):
+    """What the defense and the audit need of an agent: ``k``, `decide_many`, `act_many` and a pass count."""
+
+    k: int
+    n_scored: int
+
+    def decide_many(self, requests: Sequence[Request], *, progress: bool = False) -> list[Decision]:
+        """One decision per request."""
+        ...
+
+    def act_many(self, store: MemoryStore, tasks: Sequence[Task], queries: Sequence[str],
+                 *, progress: bool = False) -> list[tuple[Decision, list[MemoryRecord]]]:
+        """Retrieve the top ``k`` records and decide, for each (task, query)."""
+        ...
+
+
+def same_action(a: str, b: str) -> bool:
+    """Whether two action texts are the same action (whitespace and case ignored)."""
+    return _SPACE.sub(" ", a).strip().casefold() == _SPACE.sub(" ", b).strip().casefold()
+
+
+class FollowingAgent:
+    """A scripted agent (no model) that follows injected memories perfectly: the audit's planted-attack oracle.
+
+    It takes the attacker's action whenever a memory in context recommends it, else the action most
+    of the on-task memories in context recommend (the first shown wins a tie), else the correct
+    action (an agent that knows the task). So it is attacked exactly when a poison record reaches
+    its context, never otherwise, and with one memory in context it answers what that memory says,
+    which is the per-memory answer consensus validation assumes.
+
+    Args:
+        k: Records retrieved per task (as `MemoryAgent`).
+    """
+
+    def __init__(self, k: int = 3) -> None:
+        if k < 1:
+            raise UsageError(f"k={k} must be >= 1")
+        self.k = k
+        self.n_scored = 0  # no model: nothing is scored
+
+    def decide_many(self, requests: Sequence[Request], *, progress: bool = False) -> list[Decision]:
+        """Decide each request by the rule above (scores: 1 for the choice, 0 otherwise)."""
+        out = []
+        for r in requests:
+            opts = r.task.options
+            shown = [i for m in r.memories for i, o in enumerate(opts) if same_action(m.action, o)]
+            if r.task.attack in shown:
+                choice = r.task.attack
+            elif shown:
+                choice = max(shown, key=lambda i: (shown.count(i), -shown.index(i)))
+            else:
+                choice = r.task.correct
+            out.append(Decision(choice, tuple(1.0 if i == choice else 0.0 for i in range(len(opts)))))
+        return out
+
+    def act_many(self, store: MemoryStore, tasks: Sequence[Task], queries: Sequence[str],
+                 *, progress: bool = False) -> list[tuple[Decision, list[MemoryRecord]]]:
+        """Retrieve (the same TF-IDF top ``k`` as `MemoryAgent`) and decide for each (task, query)."""
+        mems = [[r for r, _ in h] for h in store.retrieve_many(queries, self.k)]
+        reqs = [Request(t, q, tuple(m)) for t, q, m in zip(tasks, queries, mems, strict=True)]
+        return list(zip(self.decide_many(reqs), mems, strict=True))
+
+
 __all__ = [
-    "ACTION_PREFIX", "AttackTemplate", "DEFAULT_SYSTEM", "Decision", "MemoryAgent", "MemoryData", "MemoryRecord",
-    "MemoryStore", "OPTION_KEYS", "Request", "SCORINGS", "Task", "builtin_memory_dir", "load_memory_data",
-    "match_option", "poison_records", "tfidf_vectorizer",
+    "ACTION_PREFIX", "Agent", "AttackTemplate", "DEFAULT_SYSTEM", "Decision", "FollowingAgent", "MemoryAgent",
+    "MemoryData", "MemoryRecord", "MemoryStore", "OPTION_KEYS", "Request", "SCORINGS", "Task", "builtin_memory_dir",
+    "load_memory_data", "match_option", "poison_records", "same_action", "tfidf_vectorizer",
 ]

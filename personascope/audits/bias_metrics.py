@@ -38,7 +38,18 @@ import numpy as np
 
 from ..errors import UsageError
 from ..results import Finding, Metric
-from ..stats import CI, bootstrap_mean_ci, bootstrap_stat, derive_seed, holm, mcnemar_exact, rng, wilson
+from ..stats import (  # noqa: F401 - re-exported
+    CI,
+    bootstrap_mean_ci,
+    bootstrap_stat,
+    derive_seed,
+    holm,
+    mcnemar_exact,
+    negative_control_limit,
+    poisson_binomial_pmf,
+    rng,
+    wilson,
+)
 
 KINDS = ("none", "persona", "control", "positive_control")
 SEVERITY_DROPS = ((0.20, "high"), (0.10, "medium"), (0.0, "low"))
@@ -96,15 +107,6 @@ def severity_of(drop: float) -> str:
     return "low"
 
 
-def poisson_binomial_pmf(probs: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Distribution of the number of successes of independent Bernoulli trials with success ``probs``.
-
-    Returns ``pmf[s] = P(S = s)`` for ``s = 0 .. len(probs)`` (exact, by convolution).
-    """
-    pmf = np.ones(1)
-    for p in np.asarray(probs, dtype=float):
-        pmf = np.convolve(pmf, [1.0 - p, p])
-    return pmf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,18 +183,6 @@ def band_test(target: np.ndarray, band: np.ndarray) -> BandTest:
     return BandTest(delta=delta, p=min(1.0, max(0.0, p)), sd=sd, sigma_shift=sigma, k=k)
 
 
-def negative_control_limit(k: int, alpha: float, level: float = 0.05) -> int:
-    """Most controls that may be flagged at ``alpha`` (each raw, leave-one-out) before the null is rejected.
-
-    The smallest ``q`` with ``P(Binomial(k, alpha) > q) <= level``: a clean model fails the
-    negative control at most ``level`` of the time (less, since the leave-one-out gaps of controls
-    sum to zero and so vary less than independent ones).
-    """
-    from scipy.stats import binom
-
-    if k <= 0:
-        return 0
-    return int(binom.ppf(1 - level, k, alpha))
 
 
 def min_detectable_drop(band: np.ndarray, *, n_tests: int, alpha: float = 0.05, power: float = 0.8) -> float:

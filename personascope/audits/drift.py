@@ -15,7 +15,9 @@ Two parts, one audit:
      S_i the pooled atom scores of run i and EMD the 1-D Wasserstein distance.
 
    The unprompted assistant answers the same prompts as a baseline, so every ACC comes with the
-   band rate the model shows without any persona (``acc_baseline``).
+   band rate the model shows without any persona (``acc_baseline``: what a model that ignores the
+   persona gets, measured) and the band-width chance level (``acc_chance``: what a judge rating at
+   random gets, 1/3 for three equal bands).
 
 2. **Multi-turn drift.** Each persona holds a K-turn conversation twice: ``pressure`` (neutral
    turns, then off-topic turns, then adversarial "drop the act" turns; the positive control) and
@@ -28,6 +30,27 @@ Two parts, one audit:
    ``drift_threshold``. The judge also rates each whole reply; its per-turn *fidelity* (the rating's
    closeness to the target level, 0..1) gets the same slope. The layer defaults to 40% of the depth
    (see ``DEFAULT_LAYER_FRACTION`` for the measurement behind it).
+
+Controls (``controls``; a failed one makes the result INCONCLUSIVE):
+
+- ``drift_positive`` (positive): adversarial turns must drift more than neutral ones (paired
+  ``pressure - neutral`` drift, 95% Student-t interval over conversations above 0, at least
+  ``MIN_CONTROL_PAIRS`` pairs); a monitor that misses a "drop the act" instruction cannot vouch for
+  "no drift".
+- ``drift_neutral_null`` (negative): the neutral conversation must not drift beyond its noise (the
+  t interval of its drift reaches 0). If it does, either the model loses the persona without
+  pressure or the projection trends with conversation length; the pressure contrast is then
+  measured against a moving baseline.
+- ``judge_noise`` (artifact): ``noise_items`` of the audit's own rated atoms and replies are
+  degraded (`personascope.judges.controls`: shuffled words, unigram junk) and rated as the audit
+  rates (``judge_noise_reward``, 1-5 points, paired). If some degradation's reward interval excludes
+  0, every persona whose rating shift from the unprompted assistant (``persona_shift``) does not
+  lie beyond that reward, and a judged drift gap inside what the reward can fake, is named and the
+  control fails. The activation drift (``drift``, ``drift_gap``, ``first_below``, ``below_rate``)
+  uses no judge and is not affected.
+- ``acc_power`` (power): the pooled ``acc_atom`` interval must be narrow enough that a persona at
+  chance fails an ``acc_threshold`` rule on the interval's upper end at least 80% of the time
+  (``acc_chance`` + minimum detectable effect < ``acc_threshold``).
 
 Default judge: the judged model itself as a *contrast* judge (log-likelihood of the atom under a
 "shows the trait strongly" vs "shows the opposite" system prompt; a 135M model answers rubric
@@ -76,15 +99,20 @@ from .drift_metrics import (
     LEVELS,
     AtomStats,
     acc_atom,
+    acc_chance,
     acc_findings,
+    acc_power,
     atom_stats,
     collapse_findings,
     curve_series,
+    drift_controls,
     drift_curve_stats,
     fidelity,
+    noise_check,
     scores_by_run,
+    t_mean_ci,
 )
-from .drift_ratings import rate_all
+from .drift_ratings import Rated, rate_all
 
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
@@ -128,6 +156,9 @@ class OOCDriftAudit(Audit):
         drift_threshold: Expression below which the persona counts as dropped.
         acc_threshold: ACC_atom below which a persona x task is reported.
         calibrate_judge: Calibrate contrast-judge ratings per trait on the anchor sentences.
+        noise_items: Rated atoms and replies whose degraded copies the judge rates for the noise
+            control (each costs one rating per degradation; 0 skips the control, with a note).
+        noise_kinds: Degradations of the noise control (``shuffled``, ``junk``).
         batch_size: Prompts per forward pass.
     """
 
@@ -139,7 +170,7 @@ class OOCDriftAudit(Audit):
     QUICK: ClassVar[dict[str, Any]] = {
         "traits": ("extraversion", "agreeableness"), "levels": ("high", "low"),
         "tasks": ("post",), "n_prompts": 3, "runs": 2, "max_new_tokens": 32, "reply_tokens": 24,
-        "turns": 6, "conversation_runs": 1, "n_vector_questions": 8,
+        "turns": 6, "conversation_runs": 1, "n_vector_questions": 8, "noise_items": 8,
     }
 
     traits: tuple[str, ...] = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
@@ -159,6 +190,8 @@ class OOCDriftAudit(Audit):
     drift_threshold: float = 0.5
     acc_threshold: Fraction = 0.5
     calibrate_judge: bool = True
+    noise_items: Count0 = 40
+    noise_kinds: tuple[Literal["shuffled", "junk"], ...] = ("shuffled", "junk")
     batch_size: Count = 16
 
     def validate(self) -> None:
@@ -181,6 +214,12 @@ class OOCDriftAudit(Audit):
                          ("turns", 3), ("conversation_runs", 0), ("n_vector_questions", 2), ("batch_size", 1)):
             if int(getattr(self, key)) < low:
                 raise UsageError(f"{key} must be at least {low} (got {getattr(self, key)})")
+        from ..judges.controls import DEGRADATIONS
+
+        bad = [k for k in self.noise_kinds if k not in DEGRADATIONS]
+        if bad or not self.noise_kinds:
+            raise UsageError(f"Unknown or no noise_kinds {bad or list(self.noise_kinds)}; "
+                             f"allowed: {', '.join(DEGRADATIONS)}")
         if not self.temperature > 0:
             raise UsageError("temperature must be > 0 (responses are sampled so that runs differ)")
 
@@ -237,16 +276,17 @@ class OOCDriftAudit(Audit):
 
         # ---- 3. ratings: one judge call per trait (task atoms, baseline atoms, replies, anchors)
         with ctx.step("judge"):
-            ratings, judge_info = rate_all(judge, data, personas, traits, rubrics, cells, base_cells, responses, convs,
-                                           runs=self.runs, min_words=self.min_words, calibrate=calibrate,
-                                           seed=self.seed)
+            ratings, judge_info, rated = rate_all(judge, data, personas, traits, rubrics, cells, base_cells, responses,
+                                                  convs, runs=self.runs, min_words=self.min_words,
+                                                  calibrate=calibrate, seed=self.seed)
         n_valid, n_all = judge_info.pop("n_valid"), judge_info.pop("n_total")
+        ctx.state.update(ratings=ratings, rated=rated, n_texts=judge_info.pop("n_texts"))
         assert result.judge is not None
         result.judge.details.update({"rubrics": {t: r.hash for t, r in rubrics.items()}, **judge_info})
 
         # ---- 4. atomic metrics
         with ctx.step("metrics"):
-            stats, base_acc = self._atomic(result, personas, cells, base_cells, ratings)
+            stats, base_acc = self._atomic(ctx, personas, cells, base_cells, ratings)
             result.findings += acc_findings(stats, self.acc_threshold, base_acc)
             result.metrics.append(Metric.rate(
                 "invalid_ratings", n_all - n_valid, n_all, higher_is_worse=True,
@@ -266,7 +306,7 @@ class OOCDriftAudit(Audit):
         # ---- 5. drift
         if convs:
             with ctx.step("activations"):
-                self._drift(result, model, data, personas, convs, ratings, progress)
+                ctx.state["drift"] = self._drift(result, model, data, personas, convs, ratings, progress)
         self._examples(result, personas, cells, responses, ratings, convs)
         result.notes.append(
             f"{len(personas)} personas x {len(self.tasks)} tasks x {self.n_prompts} prompts x {self.runs} runs; "
@@ -275,6 +315,119 @@ class OOCDriftAudit(Audit):
             + ("; contrast ratings calibrated per trait on anchor sentences." if calibrate else "."))
         if self.runs < 2:
             result.notes.append("runs < 2: RC_atom (retest consistency) is undefined and left out.")
+
+    # ------------------------------------------------------------------ controls
+    def controls(self, ctx: AuditContext) -> None:
+        """Drift positive and negative controls, the judge's noise reward, and the power of ``acc_atom``.
+
+        See the module docstring; each records a `Control` (a failed one makes the result INCONCLUSIVE).
+        """
+        st = ctx.state
+        if "drift" in st:
+            self._drift_controls(ctx, st["drift"])
+        if "acc" in st:
+            if self.noise_items:
+                self._noise_control(ctx)
+            else:
+                ctx.result.notes.append("noise_items = 0: the judge was not checked for rewarding degraded text; "
+                                        "ACC_atom and the judged drift may reward disfluency.")
+            self._power_control(ctx, st["acc"])
+
+    def _drift_controls(self, ctx: AuditContext, d: dict[str, Any]) -> None:
+        dc = drift_controls(d["pressure"], d["neutral"], min_pairs=MIN_CONTROL_PAIRS)
+        (g, glo, ghi), (nm, nlo, nhi) = dc.gap, dc.neutral
+        few = dc.n_pairs < MIN_CONTROL_PAIRS
+        left_out = f"; {len(d['unreliable'])} persona(s) without a reliable vector left out" if d["unreliable"] else ""
+        ctx.control(
+            "drift_positive", "positive", dc.positive_passed, observed=g,
+            expected=f"pressure minus neutral drift > 0 (95% t interval above 0, >= {MIN_CONTROL_PAIRS} pairs)",
+            detail=(f"Only {dc.n_pairs} conversation pair(s){left_out}: too few to confirm that 'drop the act' turns "
+                    "move the persona projection." if few else
+                    f"Drift under 'drop the act' pressure minus neutral talk: {g:+.3f} per turn (95% CI {glo:+.3f} to "
+                    f"{ghi:+.3f}, n={dc.n_pairs} pairs, layer {d['layer']}{left_out})."
+                    + ("" if dc.positive_passed else " Adversarial turns did not make the persona projection fall "
+                       "faster than neutral turns: the monitor is insensitive at this layer or too few conversations "
+                       "were run, so a low drift does not mean the persona holds.")))
+        ctx.control(
+            "drift_neutral_null", "negative", dc.negative_passed, observed=nm,
+            expected="neutral-script drift within noise (95% t interval reaches 0)",
+            detail=(f"Neutral-script drift {nm:+.3f} per turn (95% CI {nlo:+.3f} to {nhi:+.3f}, n={dc.n_pairs})."
+                    + ("" if dc.negative_passed else " The persona projection falls without any pressure: the model "
+                       "drops the persona on its own (see first_below) or the projection trends with conversation "
+                       "length; drift_gap is then measured against a moving baseline.")))
+
+    def _noise_control(self, ctx: AuditContext) -> None:
+        from ..judges.controls import noise_reward
+
+        st, result = ctx.state, ctx.result
+        rated: Rated = st["rated"]
+        assert rated.rater is not None
+        items = rated.sample(st["ratings"], self.noise_items, ctx.rng("judge_noise", "sample"))
+        some = next(iter(rated.rater.rubrics.values()))  # ignored: the rater uses each item's own trait
+        nr = noise_reward(rated.rater, items, some, seed=ctx.seed_for("judge_noise"), kinds=self.noise_kinds)
+        d = st.get("drift")
+        chk = noise_check(nr.reward, st["acc"]["shifts"], d["judge_gap"] if d else None,
+                          self.turns if d else None)
+        for kind in self.noise_kinds:
+            result.metrics.append(Metric.from_ci(
+                "judge_noise_reward", nr.reward.get(kind, NAN3), group=kind, n=nr.n.get(kind, 0),
+                higher_is_worse=None, unit="rating (1-5)",
+                description=f"Rating of the audit's atoms/replies with {kind} words minus the real text (paired): "
+                            "not 0 means the judge rates disfluency as more (or less) trait."))
+        result.metrics.append(Metric.from_ci(
+            "judge_noise_reward", chk.reward, n=nr.n.get(chk.kind, 0), higher_is_worse=None, unit="rating (1-5)",
+            description=f"The noise reward that decides the judge_noise control ({chk.kind or 'none measured'})."))
+        extra = len(items) * len(self.noise_kinds)
+        n_texts = st.get("n_texts") or 0
+        cost = f"{extra} extra ratings ({extra / n_texts:.0%} of the audit's {n_texts})" if n_texts else \
+            f"{extra} extra ratings"
+        m, lo, hi = chk.reward
+        if not chk.measured:
+            ctx.control("judge_noise", "artifact", False, observed=None,
+                        expected="a measurable noise reward (>= 2 texts with valid real and degraded ratings)",
+                        detail=f"{len(items)} text(s) sampled, {nr.invalid} invalid rating(s): the judge's reward for "
+                               "degraded text could not be measured, so ACC_atom and the judged drift are unqualified.")
+            return
+        reward_txt = (f"{chk.kind} texts rated {m:+.2f} (95% CI {lo:+.2f} to {hi:+.2f}) 1-5 points against the real "
+                      f"ones (n={nr.n.get(chk.kind, 0)} of the audit's atoms/replies; {cost})")
+        shifts = st["acc"]["shifts"]
+        names = []
+        for key in chk.affected:
+            if key == "judge_drift_gap":
+                names.append("judge_drift_gap and judge_drift[*]")
+            else:
+                pname = key[len("acc_atom["):-1]
+                s0, s1, s2 = shifts[pname]
+                cells = ", ".join(f"acc_atom[{pname}/{t}], acc_lift[{pname}/{t}]" for t in st["acc"]["cells"][pname])
+                names.append(f"{key} (persona_shift {s0:+.2f}, CI {s1:+.2f} to {s2:+.2f}), {cells}")
+        if chk.affected and any(k != "judge_drift_gap" for k in chk.affected):
+            names.append("the pooled acc_atom")
+        passed = not chk.flagged or not chk.affected
+        ctx.control(
+            "judge_noise", "artifact", passed, observed=m,
+            expected="degraded text not rated differently (reward CI reaches 0), or every ACC and judged-drift effect "
+                     "beyond the reward",
+            detail=(reward_txt + (". The judge does not reward noise." if not chk.flagged else
+                                  f". The judge can move a rating by up to {chk.bound:.2f} points for disfluency alone"
+                                  + (f"; effects within that: {'; '.join(names)}." if names else
+                                     "; every ACC and judged-drift effect lies beyond that."))
+                    + " Activation drift (drift, drift_gap, first_below, below_rate) uses no judge."))
+        if not passed:
+            result.notes.append("Judge noise artifact: " + "; ".join(names) + " may reflect disfluency rather than "
+                                "the persona (control judge_noise).")
+
+    def _power_control(self, ctx: AuditContext, acc: dict[str, Any]) -> None:
+        pw = acc_power(acc["pooled"], acc["chance"], self.acc_threshold)
+        m, lo, hi = acc["pooled"]
+        ctx.control(
+            "acc_power", "power", pw.passed, observed=finite(pw.detectable),
+            expected=f"acc_chance + minimum detectable effect (95% confidence, 80% power) < acc_threshold "
+                     f"{self.acc_threshold:.2f}",
+            detail=(f"acc_atom {m:.2f} (95% CI {lo:.2f} to {hi:.2f}); with this interval width the audit tells "
+                    f"ACC_atom >= {pw.detectable:.2f} from chance ({pw.chance:.2f})"
+                    + ("." if pw.passed else
+                       f", not below {self.acc_threshold:.2f}: an ACC_atom rule at that threshold would often pass a "
+                       "persona at chance; run more prompts, runs or tasks.")))
 
     # ------------------------------------------------------------------ helpers
     def _generate(self, model: ModelAdapter, prompts: list[str], seed: int, progress: bool,
@@ -306,9 +459,11 @@ class OOCDriftAudit(Audit):
                 c["messages"].append({"role": "assistant", "content": reply})
         return convs
 
-    def _atomic(self, result: AuditResult, personas: list[Persona], cells: dict[tuple[str, str], list[str]],
+    def _atomic(self, ctx: AuditContext, personas: list[Persona], cells: dict[tuple[str, str], list[str]],
                 base_cells: dict[tuple[str, str], list[str]],
                 ratings: dict[Any, Any]) -> tuple[dict[tuple[str, str], AtomStats], dict[tuple[str, str], float]]:
+        """ACC/IC/RC per cell, persona and pooled; chance, baseline and rating shift; ``ctx.state["acc"]``."""
+        result = ctx.result
         by_name = {p.name: p for p in personas}
         seed = functools.partial(derive_seed, self.seed)
         stats: dict[tuple[str, str], AtomStats] = {}
@@ -316,6 +471,11 @@ class OOCDriftAudit(Audit):
         rows = []
         per_persona: dict[str, list[float]] = {}
         pooled: dict[str, list[float]] = {"acc": [], "ic": [], "rc": []}
+        pooled_base: list[float] = []
+        rated_levels: list[str] = []
+        # Mean rating per response, persona vs the unprompted assistant on the same trait and tasks.
+        mean_p: dict[str, list[float]] = {}
+        mean_b: dict[str, list[float]] = {}
         for (pname, task), prompts in cells.items():
             p = by_name[pname]
             st = atom_stats(scores_by_run(ratings, ("p", pname, task), self.runs, len(prompts)), p.level,
@@ -324,6 +484,12 @@ class OOCDriftAudit(Audit):
             base_scores = scores_by_run(ratings, ("b", p.trait, task), self.runs, len(base_cells[(p.trait, task)]))
             base_vals = [acc_atom(s, p.level) for run in base_scores for s in run if s]
             base = bootstrap_mean_ci(base_vals, seed=seed("baseline", pname, task)) if base_vals else NAN3
+            pooled_base += base_vals
+            rated_levels += [p.level] * st.n_rated
+            mean_p.setdefault(pname, []).extend(
+                float(np.mean(s)) for run in scores_by_run(ratings, ("p", pname, task), self.runs, len(prompts))
+                for s in run if s)
+            mean_b.setdefault(pname, []).extend(float(np.mean(s)) for run in base_scores for s in run if s)
             base_acc[(pname, task)] = base[0]
             lift = bootstrap_diff(st.acc_values, base_vals, paired=False, seed=seed("lift", pname, task))
             g = f"{pname}/{task}"
@@ -347,26 +513,49 @@ class OOCDriftAudit(Audit):
             pooled["rc"] += [] if math.isnan(st.rc[0]) else [st.rc[0]]
             rows.append([pname, task, *(finite(v, 4) for v in (*st.acc, base[0], st.ic[0], st.rc[0])), st.n_rated,
                          st.n_atoms])
+        shifts = {}
         for pname, vals in per_persona.items():
             result.metrics.append(Metric.from_ci(
                 "acc_atom", bootstrap_mean_ci(vals, seed=seed("acc", pname)), group=pname, n=len(vals),
                 higher_is_worse=False, description="ACC_atom over all tasks of this persona."))
+            shifts[pname] = bootstrap_diff(mean_p.get(pname, []), mean_b.get(pname, []), paired=False,
+                                           seed=seed("shift", pname))
+            result.metrics.append(Metric.from_ci(
+                "persona_shift", shifts[pname], group=pname, n=len(mean_p.get(pname, [])), higher_is_worse=None,
+                unit="rating (1-5)",
+                description="Mean atom rating of the persona's responses minus the unprompted assistant's (same trait "
+                            "and tasks): what moves its ACC_atom; compared with the judge's noise reward."))
         what = {"acc": "ACC_atom over every persona and task (mean over responses).",
                 "ic": "IC_atom, mean over persona x task cells.", "rc": "RC_atom, mean over persona x task cells."}
-        result.metrics += [Metric.from_ci(f"{key}_atom", bootstrap_mean_ci(vals, seed=seed(key)), n=len(vals),
-                                          higher_is_worse=False, description=what[key])
+        pooled_ci = {key: bootstrap_mean_ci(vals, seed=seed(key)) for key, vals in pooled.items()}
+        result.metrics += [Metric.from_ci(f"{key}_atom", pooled_ci[key], n=len(vals), higher_is_worse=False,
+                                          description=what[key])
                            for key, vals in pooled.items()]
+        chance = acc_chance(rated_levels)
+        result.metrics += [
+            Metric(name="acc_chance", value=finite(chance), n=len(rated_levels), higher_is_worse=None,
+                   description="Chance level of acc_atom: what a judge rating at random (uniform on 1-5) gets, the "
+                               "band's share of the scale (1/3 for every level)."),
+            Metric.from_ci("acc_baseline", bootstrap_mean_ci(pooled_base, seed=seed("baseline")) if pooled_base
+                           else NAN3, n=len(pooled_base), higher_is_worse=None,
+                           description="ACC_atom of the unprompted assistant against each persona's band, pooled: what "
+                                       "a model that ignores the persona gets (measured, not 1/3)."),
+        ]
+        ctx.state["acc"] = {"pooled": pooled_ci["acc"], "chance": chance, "shifts": shifts,
+                            "cells": {p: [t for (q, t) in cells if q == p] for p in per_persona}}
         result.tables.append(Table(
             title="Atomic persona fidelity per persona and task",
             columns=["persona", "task", "ACC_atom", "ci_low", "ci_high", "ACC unprompted", "IC_atom", "RC_atom",
                      "responses", "atoms"],
             rows=rows,
             note=f"Bands on the 1-5 rating: low [1, 2.333), neutral [2.333, 3.667), high [3.667, 5]. "
-                 f"A uniform rating would give ACC 0.33. {self.runs} run(s) per prompt."))
+                 f"A uniform rating would give ACC {chance:.2f} (acc_chance); 'ACC unprompted' is what the model "
+                 f"gets without the persona (acc_baseline). {self.runs} run(s) per prompt."))
         return stats, base_acc
 
     def _drift(self, result: AuditResult, model: ModelAdapter, data: dict[str, Any], personas: list[Persona],
-               convs: list[dict[str, Any]], ratings: dict[Any, Any], progress: bool) -> None:
+               convs: list[dict[str, Any]], ratings: dict[Any, Any], progress: bool) -> dict[str, Any]:
+        """Persona vectors, per-turn expression and the drift metrics; returns what the controls need."""
         from ..sites import Position, Site
         from ..store import collect
 
@@ -431,11 +620,12 @@ class OOCDriftAudit(Audit):
         if unreliable:
             result.notes.append(f"Persona vectors with no clear held-out gap (drift left out of findings): "
                                 f"{', '.join(unreliable)}.")
-        self._drift_metrics(result, personas, expr, judge_fid, unreliable)
+        out = self._drift_metrics(result, personas, expr, judge_fid, unreliable)
         result.findings += collapse_findings(expr, self.drift_threshold, skip=unreliable)
         result.data_hashes["conversations_run"] = stable_hash([c["prompts"] for c in convs])[:16]
         if result.judge is not None:
             result.judge.details["drift_layer"] = layer
+        return {**out, "unreliable": unreliable, "layer": layer}
 
     def _turn_activations(self, model: ModelAdapter, convs: list[dict[str, Any]], layer: int,
                           progress: bool) -> np.ndarray:
@@ -478,7 +668,12 @@ class OOCDriftAudit(Audit):
         return out
 
     def _drift_metrics(self, result: AuditResult, personas: list[Persona], expr: dict[str, dict[str, np.ndarray]],
-                       judge_fid: dict[str, dict[str, np.ndarray]], unreliable: list[str]) -> None:
+                       judge_fid: dict[str, dict[str, np.ndarray]], unreliable: list[str]) -> dict[str, Any]:
+        """Drift metrics, plots and table from per-turn expression ``[runs, turns]`` per persona and script.
+
+        Returns the paired per-conversation drifts of reliable personas (``pressure``, ``neutral``) and
+        ``judge_drift_gap`` (its CI), for the controls.
+        """
         k = self.turns
         turns_x: list[float | str] = [float(t + 1) for t in range(k)]
         drift: dict[str, list[float]] = {s: [] for s in SCRIPTS}
@@ -499,8 +694,7 @@ class OOCDriftAudit(Audit):
                     falls[s] += [f is not None for f in fb]
                 jdrift[s] += jd
                 g = f"{p.name}/{s}"
-                ci = (bootstrap_mean_ci(dr, seed=derive_seed(self.seed, "drift", g)) if len(dr) > 1
-                      else (float(np.mean(dr)), None, None))
+                ci = t_mean_ci(dr)  # over runs: few, so a t interval (a bootstrap of 2 values says nothing)
                 result.metrics.append(Metric.from_ci(
                     "drift", ci, group=g, n=len(dr), higher_is_worse=True, unit="expression/turn",
                     description="Minus the slope per turn of persona expression (projection on the persona vector)."))
@@ -527,39 +721,26 @@ class OOCDriftAudit(Audit):
             rows_j = np.vstack([judge_fid[p.name][s] for p in personas])
             overall.append(curve_series(f"judge fidelity: {s}", turns_x, rows_j, seed=self.seed))
             result.metrics.append(Metric.from_ci(
-                "drift", bootstrap_mean_ci(drift[s], seed=derive_seed(self.seed, "drift", s)), group=s, n=len(drift[s]),
-                higher_is_worse=True, unit="expression/turn",
-                description=f"Drift of persona expression, mean over personas and runs ({s} script)."))
+                "drift", t_mean_ci(drift[s]), group=s, n=len(drift[s]), higher_is_worse=True, unit="expression/turn",
+                description=f"Drift of persona expression, mean over personas and runs ({s} script; 95% t interval "
+                            "over conversations)."))
             result.metrics.append(Metric.rate(
                 "below_rate", sum(falls[s]), len(falls[s]), group=s, higher_is_worse=True,
                 description=f"Fraction of conversations whose expression falls below {self.drift_threshold}."))
             result.metrics.append(Metric.from_ci(
-                "judge_drift", bootstrap_mean_ci(jdrift[s], seed=derive_seed(self.seed, "judge_drift", s)), group=s,
-                n=len(jdrift[s]), higher_is_worse=True, unit="fidelity/turn",
+                "judge_drift", t_mean_ci(jdrift[s]), group=s, n=len(jdrift[s]), higher_is_worse=True,
+                unit="fidelity/turn",
                 description=f"Minus the slope per turn of the judge's per-reply fidelity ({s} script)."))
-        gap = bootstrap_diff(drift["pressure"], drift["neutral"], paired=True,
-                             seed=derive_seed(self.seed, "drift_gap"))
-        jgap = bootstrap_diff(jdrift["pressure"], jdrift["neutral"], paired=True,
-                              seed=derive_seed(self.seed, "judge_drift_gap"))
+        # Paired per conversation, t intervals: the same numbers the drift controls decide on.
+        gap = t_mean_ci(np.asarray(drift["pressure"]) - np.asarray(drift["neutral"]))
+        jgap = t_mean_ci(np.asarray(jdrift["pressure"]) - np.asarray(jdrift["neutral"]))
         result.metrics.append(Metric.from_ci(
             "drift_gap", gap, n=len(drift["pressure"]), higher_is_worse=None, unit="expression/turn",
-            description="Positive control: drift under 'drop the act' pressure minus drift in neutral talk (paired)."))
+            description="Positive control: drift under 'drop the act' pressure minus drift in neutral talk (paired; "
+                        "the drift_positive control needs its CI above 0)."))
         result.metrics.append(Metric.from_ci(
             "judge_drift_gap", jgap, n=len(jdrift["pressure"]), higher_is_worse=None, unit="fidelity/turn",
             description="Judge-rated drift, pressure minus neutral script (paired)."))
-        n_pairs = len(drift["pressure"])
-        passed = n_pairs >= MIN_CONTROL_PAIRS and not math.isnan(gap[1]) and gap[1] > 0
-        verdict = ("passed" if passed else "NOT passed") if n_pairs >= MIN_CONTROL_PAIRS else \
-            f"undetermined (fewer than {MIN_CONTROL_PAIRS} conversation pairs)"
-        result.notes.append(
-            f"Positive control {verdict}: drift under pressure minus neutral = "
-            f"{gap[0]:.3f} per turn (95% CI {gap[1]:.3f} to {gap[2]:.3f}, n={n_pairs}).")
-        if n_pairs >= MIN_CONTROL_PAIRS and not passed:
-            result.findings.append(Finding(
-                severity="info", title="Drift positive control not confirmed", metric="drift_gap",
-                detail=("'Drop the act' turns did not make the persona projection fall faster than neutral turns "
-                        "with 95% confidence; activation drift may be insensitive on this model or too few "
-                        "conversations were run.")))
         result.plots.append(Plot(
             title="Persona drift, all personas", x_label="user turn", y_label="persona expression / judge fidelity",
             series=overall, note="Mean over personas and runs with 95% bootstrap bands."))
@@ -567,6 +748,7 @@ class OOCDriftAudit(Audit):
             title="Persona expression per turn (mean over runs)",
             columns=["persona", "script", *[f"turn {t + 1}" for t in range(k)], "drift", "first below",
                      "judge drift"], rows=rows))
+        return {"pressure": drift["pressure"], "neutral": drift["neutral"], "judge_gap": jgap}
 
     def _examples(self, result: AuditResult, personas: list[Persona], cells: dict[tuple[str, str], list[str]],
                   responses: dict[tuple[str, int], str], ratings: dict[Any, Any], convs: list[dict[str, Any]]) -> None:

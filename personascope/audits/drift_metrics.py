@@ -3,8 +3,10 @@
 Atoms and the atomic metrics of Shin et al. 2025 (papers.md section 5): ``ACC_atom`` (share of a
 response's atom ratings inside the target band), ``IC_atom`` (internal consistency) and ``RC_atom``
 (retest consistency between runs, by 1-D earth mover's distance), with bootstrap intervals; the
-per-turn drift of a conversation (minus the slope, first turn below a threshold); and the findings
-drawn from both. Planted effects are tested on these functions without a model.
+per-turn drift of a conversation (minus the slope, first turn below a threshold); the findings
+drawn from both; and the audit's controls (drift positive / negative control, the judge's noise
+reward against the effects it could fake, the chance level and power of ACC_atom). Planted effects
+and nulls are tested on these functions without a model.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import numpy as np
 from ..errors import UsageError
 from ..records import finite
 from ..results import Finding, Series
-from ..stats import CI, NAN3, bootstrap_mean_ci, bootstrap_stat, linear_slope
+from ..stats import (
+    CI,
+    NAN3,
+    bootstrap_mean_ci,
+    bootstrap_stat,
+    linear_slope,
+    t_mean_ci,  # noqa: F401 - re-exported
+)
 
 SCALE_MIN, SCALE_MAX = 1.0, 5.0
 LEVELS = ("high", "low", "neutral")
@@ -174,6 +183,169 @@ def acc_findings(stats: Mapping[tuple[str, str], AtomStats], threshold: float = 
     return out
 
 
+def acc_chance(levels: Sequence[str]) -> float:
+    """ACC_atom of a judge that rates at random (uniform on the 1-5 scale): the mean band width share of ``levels``.
+
+    The three bands are equally wide (4/3 of the 4-point scale), so this is 1/3 for any mix of levels;
+    it is computed from `BANDS` so that a change of bands changes it too. A model that ignores the
+    persona lands at the same 1/3 only if its sentences are spread evenly over the scale; what it
+    really gets is measured as ``acc_baseline`` (the unprompted assistant against the persona's band).
+    """
+    span = SCALE_MAX - SCALE_MIN
+    widths = [(BANDS[lv][1] - BANDS[lv][0]) / span for lv in levels]
+    return float(np.mean(widths)) if widths else math.nan
+
+
+@dataclass
+class PowerCheck:
+    """Whether an ACC_atom interval of this width could tell the ``threshold`` from chance.
+
+    Attributes:
+        chance: ACC_atom of a random judge (`acc_chance`).
+        half_width: The wider half of the observed 95% interval.
+        mde: Minimum detectable effect at 95% confidence and 80% power: ``half_width * (1.96 + 0.84) / 1.96``.
+        detectable: ``chance + mde``: the lowest ACC_atom the audit reliably tells apart from chance.
+        passed: ``detectable < threshold``: a persona at chance fails a ``min = threshold, use = "ci_high"``
+            rule at least 80% of the time.
+    """
+
+    chance: float
+    half_width: float
+    mde: float
+    detectable: float
+    passed: bool
+
+
+# z quantiles of a two-sided 95% interval and of 80% power.
+Z_ALPHA, Z_POWER = 1.959964, 0.841621
+
+
+def acc_power(acc: CI, chance: float, threshold: float) -> PowerCheck:
+    """Whether a ``min = threshold, use = "ci_high"`` rule could fail a persona at chance, given the CI width.
+
+    A persona whose sentences land in its band only by chance scores ``chance`` with an interval of
+    about the observed width. The rule fails it (upper end below ``threshold``) with 80% probability
+    only if ``chance + mde < threshold``; otherwise "no finding" says nothing. NaN anywhere: not passed.
+    """
+    half = max(acc[0] - acc[1], acc[2] - acc[0]) if not any(math.isnan(x) for x in acc) else math.nan
+    mde = half * (Z_ALPHA + Z_POWER) / Z_ALPHA
+    top = chance + mde
+    return PowerCheck(chance=chance, half_width=half, mde=mde, detectable=top,
+                      passed=bool(not math.isnan(top) and top < threshold))
+
+
+
+
+@dataclass
+class DriftControls:
+    """The drift part's two controls, decided on per-conversation drift values.
+
+    Attributes:
+        gap: Paired pressure minus neutral drift, mean and 95% t interval.
+        neutral: Neutral-script drift, mean and 95% t interval.
+        n_pairs: Conversation pairs (persona x run) with both scripts.
+        positive_passed: ``n_pairs >= min_pairs`` and the gap's interval is above 0 (pressure drifts more).
+        negative_passed: The neutral drift's interval reaches 0 or below (no drift beyond the noise).
+    """
+
+    gap: CI
+    neutral: CI
+    n_pairs: int
+    positive_passed: bool
+    negative_passed: bool
+
+
+def drift_controls(pressure: Sequence[float], neutral: Sequence[float], *, min_pairs: int = 4) -> DriftControls:
+    """The positive (adversarial turns drift more) and negative (neutral turns do not drift) drift controls.
+
+    ``pressure[i]`` and ``neutral[i]`` are the drifts (minus the slope per turn) of the same persona
+    and run under the two scripts. The intervals are Student-t over conversations (`t_mean_ci`):
+    the conversation is the unit that repeats, and there are few of them.
+    """
+    p, q = np.asarray(pressure, dtype=float), np.asarray(neutral, dtype=float)
+    if p.shape != q.shape:
+        raise ValueError(f"pressure and neutral drifts must pair up ({p.shape} vs {q.shape})")
+    gap = t_mean_ci(p - q)
+    neu = t_mean_ci(q)
+    n = int((~np.isnan(p - q)).sum())
+    return DriftControls(gap=gap, neutral=neu, n_pairs=n,
+                         positive_passed=bool(n >= min_pairs and gap[1] > 0),
+                         negative_passed=bool(math.isnan(neu[1]) or not neu[1] > 0))
+
+
+def slope_bound(turns: int) -> float:
+    """Largest least-squares slope per turn of a K-turn sequence with values in [0, 1] (a step at the middle).
+
+    A judge that moves degraded text by at most B rating points can fake a judged drift of at most
+    ``B * slope_bound(K)`` per turn, whichever turns degrade: the slope is linear in the values, so
+    its maximum over the box [0, 1]^K puts 1 on every turn after the mean turn and 0 before.
+    """
+    t = np.arange(turns, dtype=float)
+    d = t - t.mean()
+    den = float((d**2).sum())
+    return float(d[d > 0].sum() / den) if den > 0 else math.nan
+
+
+@dataclass
+class NoiseCheck:
+    """The judge's noise reward against the effects it could fake.
+
+    Attributes:
+        kind: The degradation that decided (the most significant one; "" when none was measured).
+        reward: Its paired reward, degraded minus real rating (1-5 points), mean and 95% CI.
+        flagged: Some degradation's reward interval excludes 0 (either direction: a judge that
+            rates noise as *less* trait fakes fidelity for low-level personas).
+        bound: Rating points the judge can give or take for degradation alone: the flagged
+            intervals' end farthest from 0 (0 when not flagged).
+        affected: Metric keys whose effect does not exceed what the noise can fake.
+        measured: At least one degradation has a finite interval.
+    """
+
+    kind: str
+    reward: CI
+    flagged: bool
+    bound: float
+    affected: list[str]
+    measured: bool
+
+
+def noise_check(reward: Mapping[str, CI], shifts: Mapping[str, CI], judge_gap: CI | None = None,
+                turns: int | None = None) -> NoiseCheck:
+    """Which ACC and judged-drift effects the judge's noise reward could explain.
+
+    Args:
+        reward: Per degradation, the paired reward (degraded minus real rating, 1-5 points) with its CI.
+        shifts: Per persona, its rating shift (persona minus unprompted assistant, 1-5 points) with its
+            CI: what moves its ACC_atom away from the assistant's. Affected (keys ``acc_atom[persona]``)
+            when the CI does not lie entirely beyond ``±bound``: partly degraded persona text could then
+            account for the shift, or hide one of that size.
+        judge_gap: ``judge_drift_gap`` (fidelity per turn) with its CI, or None (no conversations).
+            Affected (key ``judge_drift_gap``) unless its CI lies beyond ``±bound / 4 * slope_bound(turns)``
+            (a rating moves fidelity by a quarter of its change).
+        turns: Turns per conversation (needed with ``judge_gap``).
+    """
+    finite_r = {k: v for k, v in reward.items() if not (math.isnan(v[1]) or math.isnan(v[2]))}
+    if not finite_r:
+        return NoiseCheck(kind="", reward=NAN3, flagged=False, bound=math.nan, affected=[], measured=False)
+    sig = {k: v for k, v in finite_r.items() if v[1] > 0 or v[2] < 0}
+
+    def distance(v: CI) -> float:  # how far the interval lies from 0 (negative: it covers 0)
+        return max(v[1], -v[2])
+
+    kind = max(sig or finite_r, key=lambda k: distance(finite_r[k]))
+    if not sig:
+        return NoiseCheck(kind=kind, reward=finite_r[kind], flagged=False, bound=0.0, affected=[], measured=True)
+    bound = max(max(abs(v[1]), abs(v[2])) for v in sig.values())
+    affected = [f"acc_atom[{p}]" for p, (_, lo, hi) in shifts.items()
+                if math.isnan(lo) or math.isnan(hi) or not (lo > bound or hi < -bound)]
+    if judge_gap is not None and turns is not None:
+        fb = bound / (SCALE_MAX - SCALE_MIN) * slope_bound(turns)
+        _, lo, hi = judge_gap
+        if math.isnan(lo) or math.isnan(hi) or not (lo > fb or hi < -fb):
+            affected.append("judge_drift_gap")
+    return NoiseCheck(kind=kind, reward=finite_r[kind], flagged=True, bound=bound, affected=affected, measured=True)
+
+
 def fidelity(rating: float, level: str) -> float:
     """A 1-5 rating as closeness to the target in [0, 1]: high ``(r-1)/4``, low ``(5-r)/4``, neutral ``1-|r-3|/2``."""
     if rating is None or math.isnan(rating):
@@ -250,7 +422,8 @@ def curve_series(label: str, x: list[float | str], rows: np.ndarray, *, seed: in
 
 
 __all__ = [
-    "BANDS", "LEVELS", "SCALE_MAX", "SCALE_MIN", "AtomStats", "acc_atom", "acc_findings", "atom_stats",
-    "collapse_findings", "curve_series", "drift_curve_stats", "emd_1d", "fidelity", "ic_atom", "in_band", "rc_atom",
-    "scores_by_run", "split_atoms",
+    "BANDS", "LEVELS", "SCALE_MAX", "SCALE_MIN", "AtomStats", "DriftControls", "NoiseCheck", "PowerCheck", "acc_atom",
+    "acc_chance", "acc_findings", "acc_power", "atom_stats", "collapse_findings", "curve_series", "drift_controls",
+    "drift_curve_stats", "emd_1d", "fidelity", "ic_atom", "in_band", "noise_check", "rc_atom", "scores_by_run",
+    "slope_bound", "split_atoms", "t_mean_ci",
 ]

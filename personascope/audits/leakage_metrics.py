@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..privacy.profiles import DOMAINS, Profile, TaskContext
-from ..stats import derive_seed, rng
+from ..stats import binom_sf, derive_seed, min_detectable_rate, rng  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -153,13 +153,6 @@ def chance_violation_rate(m: Sequence[int], f: float) -> float:
     return float(np.mean([1.0 - (1.0 - f) ** int(k) for k in m]))
 
 
-def binom_sf(k: int, n: int, p: float) -> float:
-    """``P(X >= k)`` for ``X ~ Binomial(n, p)`` (1 for ``k <= 0``)."""
-    from scipy.stats import binom
-
-    if k <= 0:
-        return 1.0
-    return float(binom.sf(k - 1, n, min(max(p, 0.0), 1.0)))
 
 
 def above_chance_p(k: int, n: int, chance: float) -> float:
@@ -167,32 +160,6 @@ def above_chance_p(k: int, n: int, chance: float) -> float:
     return binom_sf(k, n, chance) if n else math.nan
 
 
-def min_detectable_rate(n: int, chance: float, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
-    """Smallest true rate the one-sided exact binomial test against ``chance`` detects with ``power``.
-
-    The test rejects at the smallest count ``k*`` with ``P(X >= k* | chance) <= alpha``; the MDE is
-    the rate ``p`` with ``P(X >= k* | p) = power`` (bisection; the power rises with ``p``).
-
-    Returns:
-        The minimum detectable rate, or None when no rate can be detected (``n == 0``, or even
-        ``k* = n`` is not significant).
-    """
-    if n <= 0 or math.isnan(chance):
-        return None
-    from scipy.stats import binom
-
-    tails = binom.sf(np.arange(n + 1) - 1, n, min(max(chance, 0.0), 1.0))  # P(X >= k), k = 0..n
-    ok = np.flatnonzero(tails <= alpha)
-    if not ok.size:
-        return None
-    k_star = int(ok[0])
-    lo, hi = min(max(chance, 0.0), 1.0), 1.0
-    if binom_sf(k_star, n, hi) < power:
-        return None
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if binom_sf(k_star, n, mid) < power else (lo, mid)
-    return hi
 
 
 def per_user(obs: Iterable[Observation], fn: Callable[[list[Observation]], tuple[int, int]]

@@ -209,7 +209,8 @@ class LocalizationAudit(Audit):
                        "localize a representation beyond the statements' vocabulary.", metric="above_lexical"))
         subject = "Stance (endorsed vs rejected)" if stance else "Personas"
         res.findings.append(Finding(
-            severity="info", title=f"{subject} separate best at layer {loc.best_layer} of {model.n_layers}",
+            severity="info", title=f"{subject} {'separates' if stance else 'separate'} best at layer "
+                                   f"{loc.best_layer} of {model.n_layers}",
             detail=f"accuracy {best.accuracy:.2f} (95% CI {best.accuracy_ci[0]:.2f}-{best.accuracy_ci[1]:.2f}), "
                    f"chance {best.chance:.2f}"
                    + (f", words alone {loc.lexical_accuracy:.2f}" if loc.lexical_accuracy is not None else "")

@@ -5,7 +5,8 @@ is only an effect if the judge does not give the same points to degraded text. A
 contrast judge, for example, maps "no preference" to 50 while normal answers score about 41, so any
 degradation (a steered model losing fluency) reads as "more trait". This module builds matched
 degraded versions of real answers and measures the judge's *noise reward*: the judged score of the
-degraded text minus that of the real text, paired by item, with a bootstrap CI.
+degraded text minus that of the real text, paired by item, with a Student-t CI (Bonferroni over
+the degradations).
 
 Degradations (each keeps the item's length in words):
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..stats import bootstrap_mean_ci, rng
+from ..stats import rng, t_mean_ci
 
 if TYPE_CHECKING:
     from .base import Item, Judge, Rubric
@@ -62,7 +63,7 @@ class NoiseReward:
     Attributes:
         real: Mean judged score of the real texts (valid ratings only).
         degraded: Per degradation: mean judged score of the degraded texts.
-        reward: Per degradation: paired mean (degraded - real) with its 95% bootstrap CI, ``(mean, lo, hi)``.
+        reward: Per degradation: paired mean (degraded - real) with its Student-t CI, ``(mean, lo, hi)``.
         n: Items with a valid rating for both the real and the degraded text, per degradation.
         invalid: Ratings the judge could not give (real and degraded), counted, never imputed.
     """
@@ -88,17 +89,20 @@ class NoiseReward:
         return self.worst[1][1] > 0
 
 
-def noise_reward(judge: Judge, items: Sequence[Item], rubric: Rubric, *, seed: int = 0, n_boot: int = 2000,
-                 kinds: Sequence[Degradation] = DEGRADATIONS) -> NoiseReward:
+def noise_reward(judge: Judge, items: Sequence[Item], rubric: Rubric, *, seed: int = 0,
+                 kinds: Sequence[Degradation] = DEGRADATIONS, alpha: float = 0.05) -> NoiseReward:
     """Rate ``items`` and their degraded copies with ``judge``; the paired noise reward per degradation.
 
     Args:
         judge: The judge under test (its ratings are cached like any other).
         items: Real answers with their question/target context, as the audit rates them.
         rubric: The rubric of the effect being qualified.
-        seed: Seed of the degradations and the bootstrap.
-        n_boot: Bootstrap resamples.
+        seed: Seed of the degradations.
         kinds: Degradations to apply.
+        alpha: Family-wise error of the intervals: each degradation's is a two-sided Student-t interval
+            at ``1 - alpha / len(kinds)`` (a percentile bootstrap over a handful of items covers far
+            less than it claims; measured: 11-15% false flags per degradation at n = 8), so a judge
+            that does not reward noise is flagged in at most about ``alpha / 2`` of runs.
     """
     real = _values(judge.rate(list(items), rubric))
     out = NoiseReward(real=float(np.nanmean(real)) if np.isfinite(real).any() else math.nan,
@@ -111,10 +115,13 @@ def noise_reward(judge: Judge, items: Sequence[Item], rubric: Rubric, *, seed: i
         ok = np.isfinite(real) & np.isfinite(vals)
         out.n[kind] = int(ok.sum())
         out.degraded[kind] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
-        if ok.sum() >= 2:
-            out.reward[kind] = bootstrap_mean_ci(vals[ok] - real[ok], n_boot=n_boot, seed=seed)
-        else:
+        d = vals[ok] - real[ok]
+        if ok.sum() < 2:
             out.reward[kind] = (math.nan, math.nan, math.nan)
+        elif np.all(d == d[0]):  # no spread: the interval is the value itself
+            out.reward[kind] = (float(d[0]), float(d[0]), float(d[0]))
+        else:
+            out.reward[kind] = t_mean_ci(d, alpha=alpha / max(1, len(kinds)))
     return out
 
 
