@@ -178,28 +178,28 @@ def test_vector_monitor_and_flag_write_json_and_png(tiny_model_dir, tmp_path, mo
 
 
 
-def _fake_comparison_run(shift_excess):
-    """A run_audits stand-in: one release_comparison result whose shift_excess is (value, ci_low)."""
+def _fake_comparison_run(shift_frac):
+    """A run_audits stand-in: one release_comparison result whose shift_frac is (value, ci_low)."""
     from personascope.reports import RunResults
     from personascope.results import AuditResult, Metric
 
-    value, low = shift_excess
+    value, low = shift_frac
 
     def run_audits(cfg, *, model=None, progress=True, log=print, raise_errors=False):
-        metric = Metric(name="shift_excess", group="evil", value=value, ci_low=low, ci_high=value + 0.1,
+        metric = Metric(name="shift_frac", group="evil", value=value, ci_low=low, ci_high=value + 0.1,
                         higher_is_worse=True)
         return RunResults(name=cfg.name, audits=[AuditResult(audit="release_comparison", metrics=[metric])])
 
     return run_audits
 
 
-@pytest.mark.parametrize(("shift_excess", "verdict", "code"), [((0.9, 0.6), "FAIL", 1), ((-0.1, -0.2), "PASS", 0)])
-def test_compare_exit_code_follows_the_printed_verdict(tiny_model_dir, tmp_path, monkeypatch, capsys, shift_excess,
+@pytest.mark.parametrize(("shift_frac", "verdict", "code"), [((1.9, 1.6), "FAIL", 1), ((0.8, 0.4), "PASS", 0)])
+def test_compare_exit_code_follows_the_printed_verdict(tiny_model_dir, tmp_path, monkeypatch, capsys, shift_frac,
                                                        verdict, code):
-    """The release policy fails a shift_excess whose CI low end is above 0; compare must exit as gate does."""
+    """The release policy fails a shift_frac whose CI low end is above 1 gap; compare must exit as gate does."""
     import personascope.runner
 
-    monkeypatch.setattr(personascope.runner, "run_audits", _fake_comparison_run(shift_excess))
+    monkeypatch.setattr(personascope.runner, "run_audits", _fake_comparison_run(shift_frac))
     rc = main(["compare", "--base", str(tiny_model_dir), "--candidate", str(tiny_model_dir), "--traits", "evil",
                "--out", str(tmp_path / "out"), "--quiet"])
     out = capsys.readouterr().out

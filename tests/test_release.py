@@ -133,19 +133,21 @@ def test_compare_gate_and_flag_end_to_end(base, tmp_path):
         res = run.audit("release_comparison")
         frac = res.metric("shift_frac", "sycophantic")
         outcomes[name] = (frac, [c for c in evaluate(run, load_policy("release")).checks
-                                 if c.metric.startswith("shift_excess")], res)
+                                 if c.metric.startswith("shift_frac")], res)
         assert (tmp_path / f"out_{name}" / "report.html").read_text().count("release_comparison") >= 1
     frac, checks, res = outcomes["trait"]
     # The CI includes the persona gap's own uncertainty (its prompts are resampled too).
-    assert frac.value == pytest.approx(2.0, abs=1e-2) and 1.2 < frac.ci_low < 2.0 < frac.ci_high
+    assert frac.value == pytest.approx(2.0, abs=1e-2) and 1.0 < frac.ci_low < 2.0 < frac.ci_high
     assert res.metric("shift_null_p", "sycophantic").value <= 0.001  # beyond every random direction
     assert checks and all(c.status == "fail" for c in checks)
     frac, checks, res = outcomes["neutral"]
     assert abs(frac.value) < 1e-2 and res.metric("shift_null_p", "sycophantic").value > 0.05
     assert checks and all(c.status == "pass" for c in checks)
-    # Both planted controls behave on both runs: the planted trait shift is flagged, the orthogonal one not.
+    # Both planted controls behave: the planted trait shift (2 gaps) is flagged, the orthogonal one not;
+    # the persona gap that scales the shift is reliably above 0.
     assert res.conclusive and {c.name: c.passed for c in res.controls} == {
-        "planted_shift[sycophantic]": True, "orthogonal_shift[sycophantic]": True}
+        "gap_reliable[sycophantic]": True, "planted_shift[sycophantic]": True,
+        "orthogonal_shift[sycophantic]": True}
     res = json.loads((tmp_path / "out_trait" / "audits" / "release_comparison.json").read_text())
     keys = {m["name"] for m in res["metrics"]}
     assert {"flag_dataset_score", "flag_auroc", "refusal_score_delta", "mcq_accuracy_delta"} <= keys
@@ -266,3 +268,27 @@ def test_vector_dir_takes_persona_vectors_and_gguf_files(base, tmp_path, fmt):
     res = audit.run(model, judge=RefusalJudge(), progress=False)
     assert res.metric("shift", "sycophantic").value == pytest.approx(3.0, abs=1e-3)
     assert any(f".{fmt}" in n for n in res.notes)
+
+
+def test_planted_control_fails_when_the_threshold_is_above_the_planted_shift(base, tmp_path):
+    """A threshold the planted 2-gap shift cannot reach: the positive control fails, the audit is INCONCLUSIVE."""
+    from personascope.audits.release import ReleaseComparisonAudit
+    from personascope.steering.traits import load_trait
+
+    model = base["model"]
+    spec = load_trait("sycophantic")
+    qs = list(spec.evaluation_questions)[:8]
+    pa = last_token_acts(model, [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs])
+    na = last_token_acts(model, [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs])
+    vec = vectors_from_dict("sycophantic", {k: pa[:, k].mean(0) - na[:, k].mean(0) for k in range(model.n_layers)},
+                            model=model.info, method="planted")
+    vec.save(tmp_path / "v" / "sycophantic")
+    common = {"candidate": str(base["path"]), "traits": ("sycophantic",), "vector_dir": str(tmp_path / "v"),
+              "layer": LAYER, "n_prompts": 6, "judge_questions": 0, "refusal_requests": 0, "bias_questions": 0,
+              "n_boot": 200}
+    ok = ReleaseComparisonAudit.from_params(common).run(model, judge=None, progress=False)
+    assert ok.conclusive and ok.metric("shift_frac", "sycophantic").value == 0  # a rerun: no shift, nothing flagged
+    assert not ok.findings
+    bad = ReleaseComparisonAudit.from_params({**common, "shift_threshold": 3.0}).run(model, judge=None, progress=False)
+    assert bad.verdict == "inconclusive"
+    assert [c.name for c in bad.failed_controls] == ["planted_shift[sycophantic]"]
