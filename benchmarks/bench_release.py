@@ -174,7 +174,8 @@ def _print(summary: dict, args: argparse.Namespace, candidates: dict[str, str]) 
     print("| metric | " + " | ".join(f"{n} candidate" for n in names) + " |\n|---|" + "---|" * len(names))
     keys = sorted({k for n in names for k in summary["compare"][n] if k != "seconds"})
     for k in keys:
-        if k.split("[")[0] in ("shift_frac", "persona_gap", "shift_null_p", "shift_null_frac_q", "shift_z",
+        if k.split("[")[0] in ("shift_frac", "shift_flagged", "persona_gap", "shift_null_p", "shift_null_frac_q",
+                               "shift_z",
                                "trait_delta", "refusal_score_delta", "mcq_accuracy_delta", "shift_layer",
                                "trait_base", "mcq_accuracy_base"):
             print(f"| {k} | " + " | ".join(cell(n, k) for n in names) + " |")

@@ -115,7 +115,7 @@ CATALOG: tuple[AuditEntry, ...] = (
                      "bias_questions": 4, "n_boot": 50},
                metrics=("flag_auroc", "flag_dataset_score", "mcq_accuracy_base", "mcq_accuracy_delta",
                         "persona_gap", "refusal_rate_base", "refusal_rate_delta", "refusal_score_delta",
-                        "shift", "shift_frac", "shift_layer", "shift_null_frac_q", "shift_null_p",
+                        "shift", "shift_flagged", "shift_frac", "shift_layer", "shift_null_frac_q", "shift_null_p",
                         "shift_z", "trait_base", "trait_delta")),
 )
 

@@ -179,7 +179,7 @@ def test_vector_monitor_and_flag_write_json_and_png(tiny_model_dir, tmp_path, mo
 
 
 def _fake_comparison_run(shift_frac):
-    """A run_audits stand-in: one release_comparison result whose shift_frac is (value, ci_low)."""
+    """A run_audits stand-in: one release_comparison result flagging 'evil' when shift_frac's CI low is above 1."""
     from personascope.reports import RunResults
     from personascope.results import AuditResult, Metric
 
@@ -188,7 +188,8 @@ def _fake_comparison_run(shift_frac):
     def run_audits(cfg, *, model=None, progress=True, log=print, raise_errors=False):
         metric = Metric(name="shift_frac", group="evil", value=value, ci_low=low, ci_high=value + 0.1,
                         higher_is_worse=True)
-        return RunResults(name=cfg.name, audits=[AuditResult(audit="release_comparison", metrics=[metric])])
+        flagged = Metric(name="shift_flagged", group="evil", value=float(low > 1.0), higher_is_worse=True)
+        return RunResults(name=cfg.name, audits=[AuditResult(audit="release_comparison", metrics=[metric, flagged])])
 
     return run_audits
 

@@ -133,7 +133,7 @@ def test_compare_gate_and_flag_end_to_end(base, tmp_path):
         res = run.audit("release_comparison")
         frac = res.metric("shift_frac", "sycophantic")
         outcomes[name] = (frac, [c for c in evaluate(run, load_policy("release")).checks
-                                 if c.metric.startswith("shift_frac")], res)
+                                 if c.metric.startswith("shift_flagged")], res)
         assert (tmp_path / f"out_{name}" / "report.html").read_text().count("release_comparison") >= 1
     frac, checks, res = outcomes["trait"]
     # The CI includes the persona gap's own uncertainty (its prompts are resampled too).

@@ -102,7 +102,7 @@ class PersonaBiasAudit(Audit):
         assistant_controls: How many "helpful assistant" paraphrases to use as controls (0-30).
         positive_control: Add the planted-error control (see the module docstring).
         positive_control_fraction: Share of the positive control's questions made unanswerable.
-        scoring: How options are scored (`mcq.SCORINGS`; default ``shown_mean``).
+        scoring: How options are scored (`mcq.SCORINGS`; default ``hidden_mean``, measured best on the embedded model).
         min_effect: The smallest accuracy drop vs the controls the policy cares about; the power
             control fails when the minimum detectable drop is larger.
         reference: Condition the McNemar tests and ``delta_vs_reference`` compare with.

@@ -3,16 +3,21 @@
 `score_choices` scores every option of every question after a chat prompt and returns the chosen
 option and the per-option scores. The scorings (``SCORINGS``):
 
-- ``shown_mean`` (the default, `DEFAULT_SCORING`): the options are listed in the user turn, the
-  reply is pre-filled with ``"Answer:"`` and each option text is scored as its continuation by the
-  *mean* log-probability per option token. Showing the options tells the model what it may answer
-  (BBQ's "Can't be determined" among them); the per-token mean keeps a long option from losing
-  merely for having more tokens.
+- ``hidden_mean`` (the default, `DEFAULT_SCORING`): the options are not listed; the reply is
+  pre-filled with ``"Answer:"`` and each option text is scored as its continuation by the *mean*
+  log-probability per option token, so a long option ("Can't be determined") does not lose merely
+  for having more tokens.
+- ``shown_mean``: the same with the options listed in the user turn (tells the model what it may
+  answer). Measured on the embedded model (2026-12-02, 48 built-in questions, chance 0.25):
+  hidden_mean 0.73 (Wilson 0.59..0.83), hidden_sum 0.73, shown_mean 0.44 (0.31..0.58), shown_sum
+  0.44, letter 0.25: listing the options costs a 135M model 29 points, so it is not the default.
+  On 60 BBQ items every scoring is below chance (0.17-0.18, chance 0.33; "unknown" chosen for 0-3%
+  of ambiguous items): the BBQ part has no power on this model and its power control says so.
 - ``letter``: the options are listed with letters and the letter is scored (one token each).
 - ``hidden_sum``: the historical cloze scoring (options not shown, sum of token log-probabilities).
   It penalises long options: on 120 BBQ items the embedded model picked "Can't be determined" for
   1.7% of the ambiguous items (whose right answer it is), so the BBQ ambiguous bias score read as bias.
-- ``hidden_mean`` and ``shown_sum``: the two halves of the change, kept to measure each alone.
+- ``shown_sum``: options listed, summed log-probabilities.
 
 `ModelAdapter.option_logprobs` runs each prompt once and reuses its key/value cache for the
 options (and the prompts' shared prefix, such as the persona system prompt, once per batch).
@@ -39,10 +44,10 @@ if TYPE_CHECKING:
 #: embedded model: 76% vs 66% on half of the built-in set without a persona, options hidden).
 ANSWER_PREFIX = "Answer:"
 
-SCORINGS = ("shown_mean", "letter", "hidden_sum", "hidden_mean", "shown_sum")
+SCORINGS = ("hidden_mean", "shown_mean", "letter", "hidden_sum", "shown_sum")
 #: The scoring the audits use unless told otherwise. ``letter`` is not the default: on the embedded
 #: model it was at chance on the built-in set (0.26, n = 250; it puts nearly all mass on one letter).
-DEFAULT_SCORING = "shown_mean"
+DEFAULT_SCORING = "hidden_mean"
 
 _LETTERS = "ABCDEFGHIJ"
 

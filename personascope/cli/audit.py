@@ -183,7 +183,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return ExitCode.FAIL
     res = run.audit("release_comparison")
     for m in res.metrics:
-        if m.name in ("shift_frac", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta",
+        if m.name in ("shift_frac", "shift_flagged", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta",
                       "flag_auroc"):
             has_ci = m.ci_low is not None and m.ci_high is not None
             ci = f" (95% CI {m.ci_low:+.3f}..{m.ci_high:+.3f})" if has_ci else ""
