@@ -89,17 +89,26 @@ def test_steered_generation_survives_every_row_ending_early(fixture, request):
 
 
 @pytest.mark.slow
-def test_refusal_direction_raises_the_refusal_score(smol_nn):
+def test_refusal_direction_effect_without_the_yes_no_confound(smol_nn):
+    """The refusal direction's causal effect, scored by refusal vs compliance phrases (no bare Yes/No).
+
+    With the old opener score (its refusal openers contained "No", the compliance ones "Yes") adding the
+    direction at layer 9 raised the score by +1.06 nats at coeff 0.2 (docs/findings.md, issue #6). With
+    phrases that exclude Yes/No that effect is gone (measured 2026-12-02: -0.33, CI -0.73..+0.05): it was
+    the direction's Yes/No push. What survives: subtracting it at layer 26 lowers refusal phrases
+    (measured -0.80, CI -1.08..-0.49).
+    """
     from personascope.steering.user_persona import measure_refusal_shift, refusal_direction, refusal_prompts
 
     ref = refusal_direction(smol_nn, progress=False)
     harmful = refusal_prompts()[0][:12]
-    # Layer 9: where the direction is causal on SmolLM2-135M (measured: +1.06 / -0.87 nats at coeff 0.2).
-    up = measure_refusal_shift(smol_nn, {"refusal": ref}, ref, layer=9, coeff=0.2, harmful=harmful)
-    down = measure_refusal_shift(smol_nn, {"refusal": -ref}, ref, layer=9, coeff=0.2, harmful=harmful)
-    assert up.predicted["refusal"] == pytest.approx(1.0) and down.predicted["refusal"] == pytest.approx(-1.0)
-    assert up.measured["refusal"][1] > 0.2  # CI low: adding the direction makes refusal openers likelier
-    assert down.measured["refusal"][2] < 0  # subtracting it makes them less likely
+    up9 = measure_refusal_shift(smol_nn, {"refusal": ref}, ref, layer=9, coeff=0.2, harmful=harmful)
+    assert up9.predicted["refusal"] == pytest.approx(1.0)
+    assert up9.measured["refusal"][1] < 0.2  # the old +1.06 does not reproduce: CI low far below it
+    assert up9.yes_no["refusal"][2] < 0.0  # and the Yes/No margin moves on its own, reported apart
+    down26 = measure_refusal_shift(smol_nn, {"refusal": -ref}, ref, layer=26, coeff=0.2, harmful=harmful)
+    assert down26.predicted["refusal"] == pytest.approx(-1.0)
+    assert down26.measured["refusal"][2] < -0.2  # subtracting the direction at layer 26 lowers refusal phrases
 
 
 @pytest.mark.slow
