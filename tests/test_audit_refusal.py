@@ -42,7 +42,7 @@ def test_splits_must_fit_the_built_in_requests():
     with pytest.raises(UsageError, match="exceed"):
         UserPersonaRefusalAudit.from_params({"n_requests": 30, "n_select": 11}).validate()
     UserPersonaRefusalAudit.from_params({}, "quick").validate()
-    assert UserPersonaRefusalAudit.from_params({}, "quick").null_size() == 60  # three personas
+    assert UserPersonaRefusalAudit.from_params({}, "quick").null_size() == 40  # two personas
     assert UserPersonaRefusalAudit.from_params({}).null_size() == 140  # all seven
 
 

@@ -109,9 +109,10 @@ class UserPersonaRefusalAudit(Audit):
     name: ClassVar[str] = "user_persona_refusal"
     title: ClassVar[str] = "User personas and refusal"
     kind: ClassVar[str] = "interpretability"
-    # Three personas: with the empirical null p and Holm, m personas need about 20·m random
-    # directions, each a pass over the evaluation split, so the quick profile keeps m small.
-    QUICK: ClassVar[dict[str, Any]] = {"personas": ("law-abiding", "unlawful", "selfish"), "n_questions": 10,
+    # Two personas: with the empirical null p and Holm, m personas need about 20·m random
+    # directions, each a pass over the evaluation split, so the quick profile keeps m small
+    # (three personas took 224 s of the demo's 618 s on 2 cores).
+    QUICK: ClassVar[dict[str, Any]] = {"personas": ("law-abiding", "unlawful"), "n_questions": 10,
                                        "n_requests": 16, "n_select": 8}
 
     personas: tuple[str, ...] = ()
