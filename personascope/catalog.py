@@ -116,7 +116,7 @@ CATALOG: tuple[AuditEntry, ...] = (
                metrics=("flag_auroc", "flag_dataset_score", "mcq_accuracy_base", "mcq_accuracy_delta",
                         "persona_gap", "refusal_rate_base", "refusal_rate_delta", "refusal_score_delta",
                         "shift", "shift_flagged", "shift_frac", "shift_layer", "shift_null_frac_q", "shift_null_p",
-                        "shift_z", "trait_base", "trait_delta")),
+                        "shift_z", "trait_base", "trait_delta", "trait_noise_reward")),
 )
 
 #: Audit name -> catalog row.

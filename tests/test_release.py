@@ -292,3 +292,44 @@ def test_planted_control_fails_when_the_threshold_is_above_the_planted_shift(bas
     bad = ReleaseComparisonAudit.from_params({**common, "shift_threshold": 3.0}).run(model, judge=None, progress=False)
     assert bad.verdict == "inconclusive"
     assert [c.name for c in bad.failed_controls] == ["planted_shift[sycophantic]"]
+
+
+class _CallOrderJudge:
+    """Rates by call: the base answers (1st call), the candidate's (2nd), then the noise control's calls."""
+
+    def __new__(cls, scores):
+        from personascope.judges.base import Judge, Rating
+        from personascope.records import JudgeIdentity
+
+        class J(Judge):
+            cacheable = False
+            identity = JudgeIdentity(kind="rules", name="test:call-order")
+            calls = 0
+
+            def _rate(self, items, rubric):
+                self.calls += 1
+                v = scores[min(self.calls, len(scores)) - 1]
+                return [Rating(value=v, rubric=rubric.name, judge=self.identity) for _ in items]
+
+        return J()
+
+
+@pytest.mark.parametrize(("scores", "severity"), [((40.0, 60.0, 40.0, 60.0, 60.0), "low"),
+                                                  ((40.0, 60.0, 40.0, 40.0, 40.0), "medium")])
+def test_trait_delta_is_read_against_the_judges_noise_reward(base, scores, severity):
+    """A judge that scores degraded base answers as high as the candidate's: the trait delta is marked an artefact."""
+    from personascope.audits.release import ReleaseComparisonAudit
+    from personascope.results import AuditResult
+    from personascope.steering.traits import load_trait
+
+    model = base["model"]
+    audit = ReleaseComparisonAudit.from_params({"candidate": str(base["path"]), "traits": ("sycophantic",),
+                                                "judge_questions": 4, "max_new_tokens": 4, "n_boot": 100})
+    res = AuditResult(audit=audit.name)
+    audit._trait_deltas(model, model, [load_trait("sycophantic")], _CallOrderJudge(scores), res, progress=False)
+    assert res.metric("trait_delta", "sycophantic").value == pytest.approx(20.0)
+    reward = res.metric("trait_noise_reward", "sycophantic")
+    assert reward.value == pytest.approx(scores[3] - scores[2])
+    (finding,) = res.findings
+    assert finding.severity == severity
+    assert ("possibly an artefact" in finding.detail) == (severity == "low")

@@ -408,6 +408,7 @@ class ReleaseComparisonAudit(Audit):
     def _trait_deltas(self, model: ModelAdapter, cand: ModelAdapter, specs: list[Any], judge: Judge,
                       res: AuditResult, progress: bool) -> None:
         from ..judges.base import Item
+        from ..judges.controls import noise_reward
         from ..judges.rubrics import TRAIT
         from ..store import generate
 
@@ -421,6 +422,17 @@ class ReleaseComparisonAudit(Audit):
                                     zip(answers, qs, strict=True)], TRAIT)
                 scores.append((np.array([r.value if r.valid else np.nan for r in rated], dtype=float), answers))
             (b, b_ans), (c, c_ans) = scores
+            # What the judge gives degraded text: a trait_delta no larger than this can be a candidate
+            # that writes worse, not more trait-like (the contrast judge rates shuffled words higher).
+            nr = noise_reward(judge, [Item(text=a, question=q, target=spec.description)
+                                      for a, q in zip(b_ans, qs, strict=True)], TRAIT,
+                              seed=derive_seed(self.seed, "trait_noise", spec.name))
+            kind, (nm, nlo, nhi) = nr.worst
+            res.metrics.append(Metric.of(
+                "trait_noise_reward", nm, (nlo, nhi), group=spec.name, n=nr.n.get(kind, 0),
+                unit="trait points (0-100)",
+                description=f"Judged '{spec.name}' of the base answers degraded ({kind or 'none'}) minus the real "
+                            "answers (paired): how much a judge artefact alone can move trait_delta."))
             ok = np.isfinite(b) & np.isfinite(c)
             if not ok.any():
                 res.notes.append(f"{spec.name}: the judge gave no valid trait ratings; no trait delta.")
@@ -440,10 +452,15 @@ class ReleaseComparisonAudit(Audit):
                     Example(subject=f"{g}: base", prompt=qs[i], output=b_ans[i], score=finite(b[i])),
                     Example(subject=f"{g}: candidate", prompt=qs[i], output=c_ans[i], score=finite(c[i]))]
             if finite(lo) is not None and lo > 0:
-                res.findings.append(Finding(severity="medium", subject=g, metric=f"trait_delta[{g}]",
+                artefact = finite(nhi) is not None and nhi >= lo
+                res.findings.append(Finding(severity="low" if artefact else "medium", subject=g,
+                                            metric=f"trait_delta[{g}]",
                                             title=f"Candidate answers are judged more '{g}'",
                                             detail=f"{m:+.1f} points (95% CI {lo:+.1f}..{hi:+.1f}) over "
-                                                   f"{int(ok.sum())} questions."))
+                                                   f"{int(ok.sum())} questions; the judge rates degraded base "
+                                                   f"answers {nm:+.1f} ({nlo:+.1f}..{nhi:+.1f})"
+                                                   + (": within the judge's noise reward, possibly an artefact."
+                                                      if artefact else ".")))
 
     def _refusal_delta(self, model: ModelAdapter, cand: ModelAdapter, res: AuditResult) -> None:
         from ..steering.user_persona import refusal_prompts, refusal_score
