@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scripted_judges import ScriptedJudge
 
 from personascope.cli import main
 from personascope.errors import DataError, UsageError
@@ -294,26 +295,6 @@ def test_planted_control_fails_when_the_threshold_is_above_the_planted_shift(bas
     assert [c.name for c in bad.failed_controls] == ["planted_shift[sycophantic]"]
 
 
-class _CallOrderJudge:
-    """Rates by call: the base answers (1st call), the candidate's (2nd), then the noise control's calls."""
-
-    def __new__(cls, scores):
-        from personascope.judges.base import Judge, Rating
-        from personascope.records import JudgeIdentity
-
-        class J(Judge):
-            cacheable = False
-            identity = JudgeIdentity(kind="rules", name="test:call-order")
-            calls = 0
-
-            def _rate(self, items, rubric):
-                self.calls += 1
-                v = scores[min(self.calls, len(scores)) - 1]
-                return [Rating(value=v, rubric=rubric.name, judge=self.identity) for _ in items]
-
-        return J()
-
-
 @pytest.mark.parametrize(("scores", "severity"), [((40.0, 60.0, 40.0, 60.0, 60.0), "low"),
                                                   ((40.0, 60.0, 40.0, 40.0, 40.0), "medium")])
 def test_trait_delta_is_read_against_the_judges_noise_reward(base, scores, severity):
@@ -326,7 +307,9 @@ def test_trait_delta_is_read_against_the_judges_noise_reward(base, scores, sever
     audit = ReleaseComparisonAudit.from_params({"candidate": str(base["path"]), "traits": ("sycophantic",),
                                                 "judge_questions": 4, "max_new_tokens": 4, "n_boot": 100})
     res = AuditResult(audit=audit.name)
-    audit._trait_deltas(model, model, [load_trait("sycophantic")], _CallOrderJudge(scores), res, progress=False)
+    # Rates by call: the base answers (1st), the candidate's (2nd), then the noise control's real and degraded texts.
+    judge = ScriptedJudge(lambda call, k, item: scores[min(call, len(scores)) - 1], "call-order")
+    audit._trait_deltas(model, model, [load_trait("sycophantic")], judge, res, progress=False)
     assert res.metric("trait_delta", "sycophantic").value == pytest.approx(20.0)
     reward = res.metric("trait_noise_reward", "sycophantic")
     assert reward.value == pytest.approx(scores[3] - scores[2])

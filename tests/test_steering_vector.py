@@ -151,23 +151,11 @@ def test_extraction_pipeline_on_tiny_model(tiny_nn):
         extract_persona_vector(tiny_nn, "evil", judge=LogProbJudge(tiny_nn, min_valid_mass=0.999),
                                n_questions=1, n_instructions=2, max_new_tokens=4, progress=False)
     # A judge that rates some pairs and not others: the unrated pairs are dropped and counted.
-    from personascope.judges.base import Judge, Rating
-    from personascope.records import JudgeIdentity
+    from scripted_judges import ScriptedJudge
 
-    class HalfBlind(Judge):
-        cacheable = False
-        identity = JudgeIdentity(kind="rules", name="test:half-blind")
-
-        calls = 0
-
-        def _rate(self, items, rubric):
-            # Called for the positive answers, then the negative ones: 90 vs 10; every 4th unrated.
-            self.calls += 1
-            value = 90.0 if self.calls % 2 else 10.0
-            return [Rating(value=value if k % 4 else None, valid=bool(k % 4), rubric=rubric.name,
-                           judge=self.identity) for k in range(len(items))]
-
-    ex3 = extract_persona_vector(tiny_nn, "evil", judge=HalfBlind(), n_questions=2, n_instructions=2,
+    # Called for the positive answers, then the negative ones: 90 vs 10; every 4th unrated.
+    half_blind = ScriptedJudge(lambda call, k, item: (90.0 if call % 2 else 10.0) if k % 4 else None, "half-blind")
+    ex3 = extract_persona_vector(tiny_nn, "evil", judge=half_blind, n_questions=2, n_instructions=2,
                                  max_new_tokens=4, trait_threshold=50, min_fluency=-1e9, progress=False)
     assert ex3.filtered and "1 pair(s) dropped: invalid trait rating" in ex3.note
     assert ex3.total == 4 and ex3.kept <= 3
