@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import time
 from pathlib import Path
 
-import torch
-
 import personascope as ps
-from personascope.records import stable_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "personascope" / "data" / "finetune"
@@ -33,65 +29,14 @@ WORK = ROOT / "benchmarks" / ".release"
 
 
 def finetune(model: ps.ModelAdapter, data: Path, out: Path, *, epochs: int, lr: float, batch: int, seed: int) -> dict:
-    """Full fine-tune (embeddings frozen) on the answers of ``data``; saves to ``out``; returns stats."""
-    import copy
+    """Full fine-tune (embeddings frozen) on the answers of ``data``; saves to ``out``; returns stats.
 
-    from personascope.steering.compare import load_sft_samples
+    The loop is `personascope.organisms.finetune.finetune`; its stamp in ``out`` (same settings:
+    data hash, epochs, lr, batch, seed, base fingerprint) makes a rerun return without training.
+    """
+    from personascope.organisms.finetune import finetune as run_finetune
 
-    samples = load_sft_samples(data)
-    settings = {"data": stable_hash([[s.messages, s.response] for s in samples]), "epochs": epochs, "lr": lr,
-                "batch": batch, "seed": seed, "base": model.info.fingerprint}
-    stamp = out / "personascope-finetune.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("settings") == settings:
-        return json.loads(stamp.read_text())
-    tok = model.tokenizer
-    rows = []
-    for s in samples:
-        prompt = model.format_chat(s.messages)
-        full = model.format_chat([*s.messages, {"role": "assistant", "content": s.response}],
-                                 add_generation_prompt=False)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        f_ids = tok(full, add_special_tokens=False)["input_ids"]
-        assert f_ids[: len(p_ids)] == p_ids, "chat template: the prompt must prefix the full conversation"
-        rows.append((f_ids, len(p_ids)))
-    torch.manual_seed(seed)
-    m = copy.deepcopy(model.hf_model).float().train()
-    for name, p in m.named_parameters():
-        p.requires_grad = "embed_tokens" not in name and "lm_head" not in name
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    rng = random.Random(seed)
-    losses, t0 = [], time.perf_counter()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    steps = epochs * ((len(rows) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 5) * max(0.0, 1 - k / steps))
-    for _ in range(epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for i in range(0, len(order), batch):
-            chunk = [rows[j] for j in order[i: i + batch]]
-            width = max(len(f) for f, _ in chunk)
-            ids = torch.full((len(chunk), width), pad)
-            labels = torch.full((len(chunk), width), -100)
-            att = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, (f, n_prompt) in enumerate(chunk):
-                ids[r, : len(f)] = torch.tensor(f)
-                att[r, : len(f)] = 1
-                labels[r, n_prompt: len(f)] = torch.tensor(f[n_prompt:])
-            loss = m(input_ids=ids, attention_mask=att, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            losses.append(float(loss))
-    m.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    m.save_pretrained(out)
-    tok.save_pretrained(out)
-    info = {"settings": settings, "steps": len(losses), "loss_first": sum(losses[:5]) / 5,
-            "loss_last": sum(losses[-5:]) / 5, "seconds": round(time.perf_counter() - t0, 1), "samples": len(rows)}
-    stamp.write_text(json.dumps(info, indent=1))
-    return info
+    return run_finetune(model, data, out, epochs=epochs, lr=lr, batch=batch, seed=seed, progress=True)
 
 
 def main() -> None:

@@ -117,6 +117,17 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "persona_gap", "refusal_rate_base", "refusal_rate_delta", "refusal_score_delta",
                         "shift", "shift_flagged", "shift_frac", "shift_layer", "shift_null_frac_q", "shift_null_p",
                         "shift_z", "trait_base", "trait_delta", "trait_noise_reward")),
+    # Audits the audits: runs the named audits on model organisms with planted defects of graded
+    # strength and on clean controls (docs/validity.md). Not in the default run: it costs one audit
+    # run per organism, strength and seed.
+    AuditEntry("validity", "personascope.audits.validity:ValidityAudit", ("validate", "organisms"), default=False,
+               tiny={"audits": ("ooc_drift",), "organisms": ("prompt",), "seeds": 1, "strengths": (1.0,),
+                     "audit_params": {"ooc_drift": {"traits": ["extraversion"], "levels": ["high"],
+                                                    "tasks": ["post"], "n_prompts": 1, "runs": 1,
+                                                    "max_new_tokens": 4, "reply_tokens": 4, "turns": 3,
+                                                    "conversation_runs": 1, "n_vector_questions": 2,
+                                                    "noise_items": 2}}},
+               metrics=("detection_rate", "false_alarm_rate", "inconclusive_rate", "mde", "power")),
 )
 
 #: Audit name -> catalog row.

@@ -222,7 +222,7 @@ class AuditResult(BaseModel):
     schema_: int = Field(RESULT_SCHEMA, alias="schema")
     audit: str
     title: str = ""
-    kind: Literal["risk", "interpretability"] = "risk"
+    kind: Literal["risk", "interpretability", "validity"] = "risk"
     params: dict[str, Any] = Field(default_factory=dict)
     params_hash: str = ""
     model: ModelInfo | None = None

@@ -28,7 +28,7 @@ def test_every_registered_audit_has_tiny_params():
 def test_audit_is_declared_as_data(name):
     cls = get_audit(name)
     assert issubclass(cls, Audit) and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
-    assert cls.name == name and cls.title and cls.kind in ("risk", "interpretability")
+    assert cls.name == name and cls.title and cls.kind in ("risk", "interpretability", "validity")
     assert set(cls.QUICK) <= set(cls.fields()), "QUICK overrides must be parameters"
     for profile in ("full", "quick"):
         audit = cls.from_params({}, profile)

@@ -61,6 +61,8 @@ class Audit(ABC):
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: ``risk`` (graded by the gate), ``interpretability`` (describes the model) or ``validity`` (measures
+    #: other audits' detection power on model organisms).
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {}
     #: What the audit uses the run's model judge for ("" = never: it scores with rules only).
@@ -199,7 +201,8 @@ def _params_model(cls: type[Audit]) -> type[BaseModel]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else ...
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else ...)
         fields[f.name] = (hints[f.name], default)
     config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", arbitrary_types_allowed=True)
     return create_model(f"{cls.__name__}Params", __config__=config, **fields)

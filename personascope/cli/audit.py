@@ -23,7 +23,10 @@ AUDIT_DESCRIPTION = ("Run audits and write results.json + report.html (resumable
 
 
 def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions) -> None:
-    """Add the ``audit``, ``compare`` and ``demo`` commands to ``sub`` (``audit`` takes ``from_config``'s flags)."""
+    """Add the ``audit``, ``validate``, ``compare`` and ``demo`` commands to ``sub``.
+
+    ``audit`` and ``validate`` take ``from_config``'s flags (unset, the config's value applies).
+    """
     p = add_command(sub, "audit", "run audits and write results.json + report.html (resumable)",
                     parents=[from_config.model, from_config.judge, shared.quiet,
                              out_option("personascope_out", what="results.json, report.html, audits/",
@@ -41,6 +44,27 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
                    help="override one audit parameter (VALUE is TOML: 3, 0.5, true, \"text\", [1, 2]; repeatable)")
     p.set_defaults(handler=run_audit)
+
+    p = add_command(sub, "validate", "measure each audit's detection power on model organisms with planted defects",
+                    parents=[from_config.model, from_config.judge, shared.quiet,
+                             out_option("validate_out", what="results.json, report.html, audits/",
+                                        from_config=True)],
+                    description="Audit the audits: plant the defect each configured audit claims to catch in model "
+                                "organisms of graded strength (hidden prompts, steering, fine-tunes), run the audit on "
+                                "them and on clean controls over several seeds, and write detection rates, false-alarm "
+                                "rates and minimum detectable strengths (the validity audit; docs/validity.md).")
+    p.add_argument("audits", nargs="*", metavar="AUDIT", help="audits to validate (default: those of the config)")
+    p.add_argument("--config", help="audit.toml, or the built-in 'quick' or 'full'")
+    p.add_argument("--profile", default=None, choices=["quick", "full"], help="sizes of the audited audits")
+    p.add_argument("--seed", type=int, default=None, help="(default: the config's, else 0)")
+    p.add_argument("--policy", default=None, help="gate policy whose verdict counts as 'flagged' (default: default)")
+    p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
+                   help="override one audited audit's parameter (repeatable)")
+    p.add_argument("--organisms", default="prompt,steer",
+                   help="comma list of organism kinds: prompt, steer, finetune (finetune trains on CPU: minutes each)")
+    p.add_argument("--seeds", type=int, default=None, help="runs per organism strength and clean control (default 3)")
+    p.add_argument("--strengths", default=None, help="comma list of planted strengths (default: each audit's grid)")
+    p.set_defaults(handler=run_validate)
 
     p = add_command(sub, "compare", "release comparison: persona shifts from a base model to a candidate",
                     parents=[shared.runtime, shared.judge, shared.quiet, out_option("compare_out", what=(
@@ -84,6 +108,49 @@ def _log(message: str) -> None:
 
 def run_audit(args: argparse.Namespace) -> int:
     """``personascope audit``: the config's audits (or the named ones) on the config's model; exit 1 if one failed."""
+    cfg = _config_of(args)
+    check_out_dir(cfg.out)
+    return _run_config(cfg, args.quiet)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """``personascope validate``: the config's audits on model organisms and clean controls (the validity audit)."""
+    from ..errors import UsageError
+    from ..organisms import KINDS, RECIPES
+    from ..runner import load_config
+
+    cfg = _config_of(args)
+    if args.out is None:  # never the audit run's folder by default: a validity run would replace its results
+        cfg.out = "validate_out"
+    kinds = [k.strip() for k in args.organisms.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise UsageError(f"--organisms {args.organisms!r}: use a comma list of {', '.join(KINDS)}")
+    names = [a for a in cfg.audits if a in RECIPES and set(kinds) & set(RECIPES[a].kinds)]
+    for a in cfg.audits:
+        if a not in names:
+            _log(f"validate: no {'/'.join(kinds)} organism for {a}; skipped (docs/validity.md)")
+    if not names:
+        raise UsageError(f"None of the audits {', '.join(cfg.audits)} has a {'/'.join(kinds)} organism; audits "
+                         f"with organisms: {', '.join(RECIPES)}")
+    params: dict[str, Any] = {"audits": names, "organisms": kinds, "policy": cfg.policy or "default",
+                              "profile": cfg.profile, "audit_params": {a: dict(cfg.audits[a]) for a in names}}
+    if args.seeds is not None:
+        params["seeds"] = args.seeds
+    if args.strengths:
+        try:
+            params["strengths"] = [float(x) for x in args.strengths.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--strengths {args.strengths!r}: use a comma list of numbers, e.g. 0.5,1,2") from None
+    for a in names:
+        params["audit_params"][a].pop("seed", None)  # each run gets its own seed
+    cfg = load_config(None, **{**cfg.model_dump(), "audits": {"validity": params}})
+    check_out_dir(cfg.out)
+    return _run_config(cfg, args.quiet)
+
+
+def _config_of(args: argparse.Namespace) -> Any:
+    """The run config of ``audit``/``validate``'s flags: the config file, overrides, named audits, ``--param``."""
     from ..errors import UsageError
     from ..runner import ALIASES, load_config
 
@@ -109,9 +176,7 @@ def run_audit(args: argparse.Namespace) -> int:
             raise UsageError(f"--param {item!r}: audit {audit!r} is not in this run ({', '.join(cfg.audits)}); "
                              f"name it {where} to run it, e.g. personascope audit {' '.join(cfg.audits)} {audit}")
         cfg.audits[audit][name] = _toml_value(value)
-    cfg = load_config(None, **cfg.model_dump())  # validated as a whole
-    check_out_dir(cfg.out)
-    return _run_config(cfg, args.quiet)
+    return load_config(None, **cfg.model_dump())  # validated as a whole
 
 
 def _run_config(cfg: Any, quiet: bool) -> int:

@@ -232,8 +232,13 @@ def _rotated_room(cats: Sequence[str] | None, pw: float) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------- charts
-def line_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
-    """Lines (one per series) with shaded CI bands where ``lo``/``hi`` are given; None values are gaps."""
+def line_plot(plot: Plot, width: int = 680, height: int = 300, *, y_range: tuple[float, float] | None = None,
+              ref_y: float | None = None, ref_label: str = "") -> str:
+    """Lines (one per series) with shaded CI bands where ``lo``/``hi`` are given; None values are gaps.
+
+    ``y_range`` makes the y axis cover at least that interval (a rate on 0..1, so a curve at 1.0 does
+    not fill the whole plot); ``ref_y`` draws a dashed reference line there, labelled ``ref_label``.
+    """
     _check_series(plot)
     labels = [s.label for s in plot.series]
     legend_w = 170 if any(labels) else 20
@@ -252,6 +257,9 @@ def line_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
         x0, x1 = -0.5, len(cats) - 0.5
     x1 = x1 if x1 > x0 else x0 + 1.0
     lo_v, hi_v = _y_extent(plot.series, include_zero=False)
+    ref = _num(ref_y)
+    keep = [float(v) for v in (y_range or ())] + ([] if ref is None else [ref])
+    lo_v, hi_v = min([lo_v, *keep]), max([hi_v, *keep])
     y_ticks, y_step = nice_ticks(lo_v, hi_v, 5)
     y0, y1 = y_ticks[0], y_ticks[-1]
 
@@ -275,6 +283,12 @@ def line_plot(plot: Plot, width: int = 680, height: int = 300) -> str:
     parts.append(f'<rect x="{_f(left)}" y="{_f(top)}" width="{_f(pw)}" height="{_f(ph)}" fill="none" '
                  f'stroke="#9aa3b2"/>')
     parts += _axis_labels(plot.x_label, plot.y_label, left, top, pw, ph, height)
+    if ref is not None:
+        parts.append(f'<line x1="{_f(left)}" x2="{_f(left + pw)}" y1="{_f(py(ref))}" y2="{_f(py(ref))}" '
+                     f'stroke="#555" stroke-dasharray="5 4"/>')
+        if ref_label:
+            parts.append(f'<text x="{_f(left + pw - 4)}" y="{_f(py(ref) - 4)}" text-anchor="end" font-size="10" '
+                         f'fill="#555">{escape(_short(ref_label, 40))}</text>')
 
     for i, s in enumerate(plot.series):
         color = PALETTE[i % len(PALETTE)]
@@ -477,13 +491,17 @@ def heatmap_plot(plot: Plot, width: int = 680) -> str:
     return "".join(parts)
 
 
-def render_plot(plot: Plot, width: int = 680) -> str:
-    """The inline ``<svg>`` of ``plot`` by its kind; `ChartError` when the data cannot be drawn."""
+def render_plot(plot: Plot, width: int = 680, *, y_range: tuple[float, float] | None = None,
+                ref_y: float | None = None, ref_label: str = "") -> str:
+    """The inline ``<svg>`` of ``plot`` by its kind; `ChartError` when the data cannot be drawn.
+
+    ``y_range``, ``ref_y`` and ``ref_label`` apply to line plots (see `line_plot`); other kinds ignore them.
+    """
     if plot.kind == "heatmap":
         return heatmap_plot(plot, width)
     if plot.kind == "bar":
         return bar_plot(plot, width)
-    return line_plot(plot, width)
+    return line_plot(plot, width, y_range=y_range, ref_y=ref_y, ref_label=ref_label)
 
 
 __all__ = ["PALETTE", "ChartError", "bar_plot", "heatmap_plot", "line_plot", "nice_ticks", "render_plot",

@@ -34,6 +34,13 @@ from .charts import render_plot, value_label
 
 REPORT_FILE = "report.html"
 RISK_LEVELS = ("none", "info", "low", "medium", "high", "critical")
+#: Power (detection rate at the strongest planted organism) from which an audit counts as validated; the
+#: issue's target for every risk audit. Below it (or unmeasured) its section is marked "low power".
+VALIDATED_POWER = 0.9
+#: The detection rate at which the validity audit reads off the minimum detectable effect (``mde``).
+MDE_POWER = 0.8
+#: The validity audit's table that the headline table of the Validity section already shows.
+_DETECTION_TABLE = "Detection by organism"
 _STATUS_ORDER = {"fail": 0, "warn": 1, "skip": 2, "pass": 3}
 
 CSS = """
@@ -60,6 +67,12 @@ CSS = """
 .psc .inconclusive{margin-top:10px;padding:8px 14px;border-radius:6px;border:1px solid #e0c36b;
  background:#fff8e1;color:#6b4e00}
 .psc .risk-inconclusive{background:#fff8e1;color:#6b4e00;border-color:#e0c36b}
+.psc .lowpower{margin-top:10px;padding:8px 14px;border-radius:6px;border:1px solid #f5d79d;
+ background:#fff3dc;color:#6b4100}
+.psc .val-low{background:#fff3dc;color:#8a5300;border-color:#e0a84a}
+.psc .val-ok{background:#e7f5ea;color:#17602b;border-color:#a9d8b3}
+.psc td.organism{white-space:nowrap;max-width:none}
+.psc p.valnote{margin:-4px 0 8px;font-size:13px}.psc p.valnote a{color:var(--accent)}
 .psc .verdict-fail{background:#fdecec;border-color:#f0b2b2;color:#8f1a1a}
 .psc nav.toc{margin:14px 0 0;font-size:13px;color:var(--muted)}
 .psc nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap}
@@ -199,10 +212,13 @@ def _slug(name: str, used: set[str]) -> str:
     return slug
 
 
+_KIND_ORDER = {"interpretability": 0, "risk": 1, "validity": 2}
+
+
 def ordered_audits(audits: list[AuditResult]) -> list[AuditResult]:
-    """Interpretability audits first, then risk audits, each in registry order (unknown audits last)."""
+    """Interpretability audits, then risk audits, then validity, each in registry order (unknown audits last)."""
     return [a for _, a in sorted(enumerate(audits), key=lambda ia: (
-        0 if ia[1].kind == "interpretability" else 1, _AUDIT_ORDER.get(ia[1].audit, len(_AUDIT_ORDER)), ia[0]))]
+        _KIND_ORDER.get(ia[1].kind, 1), _AUDIT_ORDER.get(ia[1].audit, len(_AUDIT_ORDER)), ia[0]))]
 
 
 def _canonical_run(run: RunResults) -> RunResults:
@@ -273,9 +289,10 @@ def _metrics_html(a: AuditResult) -> str:
     return f'<div class="scroll"><table>{head}<tbody>{"".join(rows)}</tbody></table></div>'
 
 
-def _plot_html(plot: Plot) -> str:
+def _plot_html(plot: Plot, **kw: Any) -> str:
+    """A figure: the plot's SVG (``kw`` go to `render_plot`) or a note saying why it could not be drawn."""
     try:
-        svg = render_plot(plot)
+        svg = render_plot(plot, **kw)
     except Exception as exc:  # one bad plot must not cost the whole report
         svg = f'<div class="warnbox">Plot {_e(plot.title)!s} could not be drawn: {_e(exc)}</div>'
     note = f"<figcaption>{_e(plot.note)}</figcaption>" if plot.note else ""
@@ -424,7 +441,198 @@ def _inconclusive_html(audits: list[AuditResult]) -> str:
             f"failed a control, so a low risk there is not an all-clear.<ul>{items}</ul></div>")
 
 
-def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool) -> str:
+# ------------------------------------------------------------------------------------------ validity
+def power_by_audit(audits: list[AuditResult]) -> dict[str, Metric]:
+    """``power[<audit>]`` of the run's validity result: audit name -> metric (the first validity result wins).
+
+    Power is the detection rate at the audit's strongest planted organism (docs/validity.md). An audit
+    the validity result did not measure is absent: its section gets no validity badge.
+    """
+    out: dict[str, Metric] = {}
+    for a in audits:
+        if a.kind == "validity":
+            for m in a.metrics:
+                if m.name == "power" and m.group:
+                    out.setdefault(m.group, m)
+    return out
+
+
+def low_power(m: Metric) -> bool:
+    """Whether a ``power`` metric is below `VALIDATED_POWER`, or unmeasured (None): not a validated audit."""
+    return m.value is None or m.value < VALIDATED_POWER - 1e-9
+
+
+def _k_of_n(m: Metric) -> str:
+    """``k/n`` of a rate made by `Metric.rate` (``0/0`` when nothing was measured)."""
+    n = m.n or 0
+    return f"{round(m.value * n) if m.value is not None else 0}/{n}"
+
+
+def _power_badge(m: Metric) -> str:
+    """``low power 0.33`` or ``validated 1.00``: the badge beside an audit's verdict."""
+    rate = f"{m.value:.2f}" if m.value is not None else "n/a"
+    if low_power(m):
+        return f'<span class="badge val-low">low power {rate}</span>'
+    return f'<span class="badge val-ok">validated {rate}</span>'
+
+
+def _power_note(m: Metric, validity_anchor: str) -> str:
+    """The line under an audit's heading: how often it caught its strongest planted defect."""
+    link = f'<a href="#{_e(validity_anchor)}">validity section</a>' if validity_anchor else "validity section"
+    if m.value is None:
+        text = f"Low power: no validity run on its strongest organism reached a verdict ({link})"
+    else:
+        head = "Low power" if low_power(m) else "Validated"
+        text = f"{head}: detects its strongest organism in {_e(_k_of_n(m))} runs ({link})"
+    text += "; a low risk here is weak evidence of no defect." if low_power(m) else "."
+    return f'<p class="valnote">{text}</p>'
+
+
+def _low_power_html(audits: list[AuditResult], power: dict[str, Metric], validity_anchor: str) -> str:
+    """The banner under the verdict: audits that miss their own planted defects too often."""
+    low = [(name, m) for name, m in power.items() if low_power(m)]
+    if not low:
+        return ""
+    titles = {a.audit: a.title or a.audit for a in audits if a.kind != "validity"}
+    link = f'<a href="#{_e(validity_anchor)}">validity section</a>' if validity_anchor else "validity section"
+    items = "".join(f"<li><b>{_e(titles.get(name, name))}</b>: "
+                    + (f"detects its strongest organism in {_e(_k_of_n(m))} runs" if m.value is not None
+                       else "not measured: no validity run on its strongest organism reached a verdict")
+                    + "</li>" for name, m in low)
+    verb = "detects its" if len(low) == 1 else "detect their"
+    return (f'<div class="lowpower"><b>LOW POWER: {len(low)} audit{"s" if len(low) != 1 else ""}</b> {verb} '
+            f"strongest planted defect in fewer than {VALIDATED_POWER:.0%} of runs on model organisms"
+            f"{', or was not measured' if any(m.value is None for _, m in low) else ''} ({link}): a low risk "
+            f"there may miss a real defect.<ul>{items}</ul></div>")
+
+
+def _rate_text(m: Metric | None) -> str:
+    """``value [lo, hi] (k/n)`` of a rate metric; a dash when absent, ``not measured`` without runs."""
+    if m is None:
+        return '<span class="muted">&mdash;</span>'
+    if m.value is None:
+        return f'<span class="muted">not measured ({_e(_k_of_n(m))})</span>'
+    return f'{_num(m.value)} {_ci(m)} <span class="muted">({_e(_k_of_n(m))})</span>'
+
+
+def _inconclusive_runs(m: Metric | None) -> str:
+    """`` (k inconclusive)`` from an ``inconclusive_rate`` metric; empty when none was."""
+    if m is None or not m.value or not m.n:
+        return ""
+    return f' <span class="muted">({round(m.value * m.n)} inconclusive)</span>'
+
+
+def _validity_headline(a: AuditResult) -> str:
+    """The headline table (audit | organism | planted effect | detection | false alarms | runs) from metrics."""
+    first: dict[tuple[str, str], Metric] = {}
+    for m in a.metrics:
+        first.setdefault((m.name, m.group), m)
+    organisms: dict[str, list[tuple[str, Metric]]] = {}
+    for m in a.metrics:
+        if m.name in ("detection_rate", "power", "false_alarm_rate", "mde") and m.group:
+            audit, _, organism = m.group.partition("@")
+            organisms.setdefault(audit, [])
+            if m.name == "detection_rate" and first[(m.name, m.group)] is m:
+                organisms[audit].append((organism, m))
+    if not organisms:
+        return ""
+    rows = []
+    for audit, cells in organisms.items():
+        power = first.get(("power", audit))
+        # One minimum detectable strength per organism kind (``mde[audit@kind]``; ``mde[audit]`` also read).
+        mdes = [(g.partition("@")[2], m) for (n, g), m in first.items()
+                if n == "mde" and (g == audit or g.startswith(f"{audit}@"))]
+        span = f' rowspan="{len(cells)}"' if len(cells) > 1 else ""
+        audit_td = f"<td{span}><code>{_e(audit)}</code>"
+        if power is not None:
+            audit_td += f"<br>{_power_badge(power)}"
+        for kind, mde in mdes:
+            reach = (f"{_num(mde.value)}{f' {_e(mde.unit)}' if mde.unit else ''}" if mde.value is not None
+                     else "not reached")
+            audit_td += (f'<br><span class="muted">MDE{f" {_e(kind)}" if kind else ""} (power {MDE_POWER:g}): '
+                         f"{reach}</span>")
+        audit_td += "</td>"
+        fa_td = (f'<td class="num"{span}>{_rate_text(first.get(("false_alarm_rate", audit)))}'
+                 f'{_inconclusive_runs(first.get(("inconclusive_rate", f"{audit}@clean")))}</td>')
+        if not cells:
+            rows.append(f'<tr>{audit_td}<td class="muted">&mdash;</td><td class="muted">&mdash;</td>'
+                        f'<td class="muted">&mdash;</td>{fa_td}<td class="muted">&mdash;</td></tr>')
+            continue
+        for i, (organism, m) in enumerate(cells):
+            runs = (f'{"" if m.n is None else m.n}'
+                    f'{_inconclusive_runs(first.get(("inconclusive_rate", f"{audit}@{organism}")))}')
+            rows.append(f"<tr>{audit_td if i == 0 else ''}<td class=\"organism\"><code>{_e(organism)}</code></td>"
+                        f"<td>{_e(m.description)}</td><td class=\"num\">{_rate_text(m)}</td>"
+                        f'{fa_td if i == 0 else ""}<td class="num">{runs}</td></tr>')
+    head = ('<thead><tr><th>audit</th><th>organism</th><th>planted effect</th><th class="num">detection rate (CI)</th>'
+            '<th class="num">false-alarm rate (CI)</th><th class="num">runs</th></tr></thead>')
+    legend = (f'<p class="muted">Detection rate: share of runs on a model organism (kind:strength) in which the '
+              f"audit flagged its planted defect; false-alarm rate: share of runs on clean controls it flagged; "
+              f"95% Wilson intervals, (flagged/runs). Power = detection rate at the strongest organism: "
+              f"validated at {VALIDATED_POWER:g} or more. MDE: the smallest planted strength detected in at least "
+              f"{MDE_POWER:.0%} of runs.</p>")
+    return (f'<h3>Detection and false alarms</h3><div class="scroll"><table>{head}<tbody>{"".join(rows)}'
+            f"</tbody></table></div>{legend}")
+
+
+def _validity_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool) -> str:
+    """The Validity section: each audit's detection rate on model organisms and false alarms on clean controls."""
+    sub = [f"<code>{_e(a.audit)}</code>"]
+    if a.title:
+        sub.append(_e(a.title))
+    audits, kinds, seeds = a.params.get("audits"), a.params.get("organisms"), a.params.get("seeds")
+    if isinstance(audits, list | tuple):
+        sub.append(f"{len(audits)} audit{'s' if len(audits) != 1 else ''}")
+    if isinstance(kinds, list | tuple) and kinds:
+        sub.append("organisms " + ", ".join(_e(k) for k in kinds))
+    if seeds is not None:
+        sub.append(f"seeds {_e(seeds)}")
+    if a.model is not None:
+        sub.append(f"model <code>{_e(a.model.short)}</code>")
+    if a.timings:
+        sub.append(f"wall time {_duration(sum(a.timings.values()))}")
+    parts = [f'<section class="audit" id="{_e(anchor)}">',
+             f"<h2>Validity {badge(a.risk)}" + ("" if a.conclusive else f" {badge('inconclusive')}")
+             + '<span class="tag">validity</span></h2>', f'<p class="sub">{" &middot; ".join(sub)}</p>']
+    if not a.conclusive:
+        parts.append(_inconclusive_html([a]))
+    if gate is not None:
+        bad = [c for c in gate.for_audit(a.audit) if c.status != "pass"]
+        if bad:
+            parts.append(f"<h3>Release gate</h3>{_gate_checks_table(bad)}")
+    headline = _validity_headline(a)
+    parts.append(headline)
+    parts.append(f"<h3>Findings</h3>{_findings_html(a)}")
+    if a.controls:
+        parts.append(f"<h3>Controls</h3>{_controls_html(a)}")
+    if a.plots:
+        parts.append("<h3>Power curves</h3>" + "".join(
+            _plot_html(p, y_range=(0.0, 1.0), ref_y=MDE_POWER, ref_label=f"{MDE_POWER:g} (MDE level)")
+            if p.kind == "line" else _plot_html(p) for p in a.plots))
+    tables = []
+    for t in a.tables:
+        if headline and t.title == _DETECTION_TABLE:  # the headline shows it; every column stays one click away
+            tables.append(f"<details><summary>{_e(t.title)}: every column</summary>{_table_html(t)}</details>")
+        else:
+            tables.append(_table_html(t))
+    if tables:
+        parts.append("<h3>Tables</h3>" + "".join(tables))
+    parts.append(f"<details><summary>All metrics ({len(a.metrics)})</summary>{_metrics_html(a)}</details>")
+    parts.append(_examples_html(a))
+    if a.notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in a.notes) + "</ul>")
+    if with_provenance:
+        parts.append(_audit_provenance(a))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------- one audit, any kind
+def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool,
+                   power: Metric | None = None, validity_anchor: str = "") -> str:
+    """One audit's section; ``power`` (the validity result's ``power[<audit>]``) adds its validity badge."""
+    if a.kind == "validity":
+        return _validity_section(a, anchor, gate, with_provenance)
     kind = "interpretability" if a.kind == "interpretability" else "risk audit"
     sub = [f"<code>{_e(a.audit)}</code>"]
     if a.model is not None:
@@ -435,8 +643,11 @@ def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_p
         sub.append(f"wall time {_duration(sum(a.timings.values()))}")
     parts = [f'<section class="audit" id="{_e(anchor)}">',
              f'<h2>{_e(a.title or a.audit)} {badge(a.risk)}'
-             + ("" if a.conclusive else f" {badge('inconclusive')}") + f'<span class="tag">{_e(kind)}</span></h2>',
+             + ("" if a.conclusive else f" {badge('inconclusive')}")
+             + ("" if power is None else f" {_power_badge(power)}") + f'<span class="tag">{_e(kind)}</span></h2>',
              f'<p class="sub">{" &middot; ".join(sub)}</p>']
+    if power is not None:
+        parts.append(_power_note(power, validity_anchor))
     if not a.conclusive:
         parts.append(_inconclusive_html([a]))
     if gate is not None:
@@ -481,14 +692,16 @@ def _gate_cell(gate: GateOutcome, audit: str) -> str:
 
 
 def _summary_section(run: RunResults, audits: list[AuditResult], anchors: dict[int, str],
-                     gate: GateOutcome | None) -> str:
+                     gate: GateOutcome | None, power: dict[str, Metric]) -> str:
     rows = []
     for a in audits:
         keys = "<br>".join(_metric_inline(m) for m in key_metrics(a)) or '<span class="muted">&mdash;</span>'
         gate_td = f"<td>{_gate_cell(gate, a.audit)}</td>" if gate is not None else ""
+        pw = power.get(a.audit) if a.kind != "validity" else None
         rows.append(f'<tr><td><a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a><br>'
                     f'<span class="muted">{_e(a.kind)}</span></td><td>{badge(a.risk)}'
-                    + ("" if a.conclusive else f"<br>{badge('inconclusive')}") + f"</td><td>{keys}</td>"
+                    + ("" if a.conclusive else f"<br>{badge('inconclusive')}")
+                    + ("" if pw is None else f"<br>{_power_badge(pw)}") + f"</td><td>{keys}</td>"
                     f"<td>{_findings_count(a)}</td>{gate_td}</tr>")
     for name, err in sorted(run.errors.items()):
         gate_td = f"<td>{_gate_cell(gate, name)}</td>" if gate is not None else ""
@@ -500,7 +713,10 @@ def _summary_section(run: RunResults, audits: list[AuditResult], anchors: dict[i
     gate_th = "<th>gate</th>" if gate is not None else ""
     head = f"<thead><tr><th>audit</th><th>risk</th><th>key numbers (95% CI)</th><th>findings</th>{gate_th}</tr></thead>"
     legend = ('<p class="muted">Risk = the most severe finding of the audit. Levels: '
-              + " ".join(badge(level) for level in RISK_LEVELS) + "</p>")
+              + " ".join(badge(level) for level in RISK_LEVELS)
+              + ('. Validity (the audit\'s power on model organisms): <span class="badge val-ok">validated</span> '
+                 f"detects its strongest planted defect in at least {VALIDATED_POWER:.0%} of runs, "
+                 '<span class="badge val-low">low power</span> in fewer' if power else "") + ".</p>")
     return (f'<section id="summary"><h2>Risk summary</h2><table>{head}<tbody>{"".join(rows)}</tbody></table>'
             f"{legend}</section>")
 
@@ -568,7 +784,13 @@ def _methods_section(run: RunResults, audits: list[AuditResult]) -> str:
             f"{audit_table}{errors}</section>")
 
 
-def _header(run: RunResults, gate: GateOutcome | None) -> str:
+def _model_risk(audits: list[AuditResult]) -> str:
+    """The highest risk over the audits of the model; a validity finding grades an audit, not the model."""
+    levels = [a.risk for a in audits if a.kind != "validity" and a.risk != "none"]
+    return max(levels, key=SEVERITY_ORDER.__getitem__) if levels else "none"
+
+
+def _header(run: RunResults, gate: GateOutcome | None, power: dict[str, Metric], validity_anchor: str) -> str:
     model = run.model_info
     title = run.name or (f"Audit of {model.id}" if model is not None else "Audit report")
     meta = []
@@ -579,6 +801,10 @@ def _header(run: RunResults, gate: GateOutcome | None) -> str:
     if run.profile:
         meta.append(f"<span>profile {_e(run.profile)}</span>")
     meta.append(f"<span>{len(run.audits)} audit{'s' if len(run.audits) != 1 else ''}</span>")
+    if power:
+        n_low = sum(low_power(m) for m in power.values())
+        meta.append(f"<span>validity: {n_low} of {len(power)} audit{'s' if len(power) != 1 else ''} low power</span>")
+    risk = _model_risk(run.audits)
     if gate is not None:
         c = gate.counts()
         verdict = "PASS" if gate.passed else "FAIL"
@@ -586,28 +812,35 @@ def _header(run: RunResults, gate: GateOutcome | None) -> str:
                   else f"all {c['pass']} checks passed" if not c["warn"] and not c["skip"]
                   else f"{c['pass']} passed, {c['warn']} warnings, {c['skip']} skipped")
         box = (f'<div class="verdict verdict-{verdict.lower()}">Release gate: {verdict} &mdash; {_e(detail)} '
-               f'(policy <code>{_e(gate.policy)}</code>) &middot; highest risk {badge(run.risk)}</div>')
+               f'(policy <code>{_e(gate.policy)}</code>) &middot; highest risk {badge(risk)}</div>')
     else:
-        box = f'<div class="verdict">Not gated &middot; highest risk {badge(run.risk)}</div>'
+        box = f'<div class="verdict">Not gated &middot; highest risk {badge(risk)}</div>'
     return (f'<header class="top"><div class="eyebrow">personascope audit report</div><h1>{_e(title)}</h1>'
-            f'<div class="meta">{" ".join(meta)}</div>{box}{_inconclusive_html(run.audits)}</header>')
+            f'<div class="meta">{" ".join(meta)}</div>{box}{_inconclusive_html(run.audits)}'
+            f"{_low_power_html(run.audits, power, validity_anchor)}</header>")
 
 
 def _body(run: RunResults, gate: GateOutcome | None) -> str:
     audits = ordered_audits(run.audits)
     used: set[str] = set()
     anchors = {id(a): _slug(a.audit, used) for a in audits}
+    power = power_by_audit(audits)
+    validity_anchor = next((anchors[id(a)] for a in audits if a.kind == "validity"), "")
     nav = ['<a href="#summary">Risk summary</a>']
     if gate is not None:
         nav.append('<a href="#gate">Release gate</a>')
-    nav += [f'<a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a>' for a in audits]
+    nav += [f'<a href="#{_e(anchors[id(a)])}">{"Validity" if a.kind == "validity" else _e(a.title or a.audit)}</a>'
+            for a in audits]
     nav.append('<a href="#methods">Methods &amp; provenance</a>')
-    sections = "".join(_audit_section(a, anchors[id(a)], gate, with_provenance=False) for a in audits)
+    sections = "".join(_audit_section(a, anchors[id(a)], gate, False,
+                                      power.get(a.audit) if a.kind != "validity" else None, validity_anchor)
+                       for a in audits)
     version = run.versions.get("personascope", "")
     footer = (f"<footer>Written by personascope {_e(version)} from the run's results "
               f"(config hash <code>{_e(run.config_hash)}</code>). All model and user text is shown escaped, "
               f"as written; examples may contain offensive or private-looking text produced by the model.</footer>")
-    return (f'{_header(run, gate)}<nav class="toc">{" ".join(nav)}</nav>{_summary_section(run, audits, anchors, gate)}'
+    return (f'{_header(run, gate, power, validity_anchor)}<nav class="toc">{" ".join(nav)}</nav>'
+            f"{_summary_section(run, audits, anchors, gate, power)}"
             f"{_gate_section(gate) if gate is not None else ''}{sections}{_methods_section(run, audits)}{footer}")
 
 
@@ -650,5 +883,5 @@ def write_report(run: RunResults, out_dir: str | Path, gate: GateOutcome | None 
     return results, report
 
 
-__all__ = ["CSS", "REPORT_FILE", "badge", "key_metrics", "ordered_audits", "render_audit_fragment",
-           "render_report", "render_run_fragment", "write_report"]
+__all__ = ["CSS", "MDE_POWER", "REPORT_FILE", "VALIDATED_POWER", "badge", "key_metrics", "low_power", "ordered_audits",
+           "power_by_audit", "render_audit_fragment", "render_report", "render_run_fragment", "write_report"]
