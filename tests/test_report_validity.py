@@ -81,7 +81,7 @@ def validity_result(cells: Cells, clean: dict[str, tuple[int, int]], kind_suffix
                             y_label="detection rate", series=series))
     r.tables = [Table(title="Detection by organism", columns=[
         "audit", "organism", "planted defect", "strength", "runs", "detected", "detection rate", "ci_low", "ci_high",
-        "inconclusive", "false alarms (clean)"], rows=detection_rows),
+        "inconclusive", "false alarms (conclusive clean runs)"], rows=detection_rows),
         Table(title="Validity runs", columns=["audit", "organism", "strength", "seed", "verdict", "detected", "why"],
               rows=run_rows)]
     return r

@@ -174,11 +174,15 @@ class ValidityAudit(Audit):
         for a in self.audits:
             mine = [r for r in rows if r["audit"] == a]
             clean = [r for r in mine if r["strength"] == 0]
-            fa = sum(r["detected"] for r in clean)
+            # Over the conclusive clean runs only: an audit that never concludes on the clean model has an
+            # unmeasured false-alarm rate (None), not a rate of 0. Detection counts every organism run
+            # (an inconclusive run did not detect the defect).
+            settled = [r for r in clean if not r["inconclusive"]]
             result.metrics.append(Metric.rate(
-                "false_alarm_rate", fa, len(clean), group=a, higher_is_worse=True,
-                description="Share of clean-control runs (the unmodified model; matched neutral fine-tunes) that "
-                            f"the {self.policy!r} policy flagged for {a}: the null beside every detection rate."))
+                "false_alarm_rate", sum(r["detected"] for r in settled), len(settled), group=a, higher_is_worse=True,
+                description="Share of conclusive clean-control runs (the unmodified model; matched neutral "
+                            f"fine-tunes) that the {self.policy!r} policy flagged for {a}: the null beside every "
+                            "detection rate (inconclusive clean runs: inconclusive_rate)."))
             result.metrics.append(Metric.rate(
                 "inconclusive_rate", sum(r["inconclusive"] for r in clean), len(clean), group=f"{a}@clean",
                 higher_is_worse=True, description="Share of clean-control runs whose own controls failed."))
@@ -207,7 +211,7 @@ class ValidityAudit(Audit):
                     if mde is None and m.value is not None and m.value >= self.power_target:
                         mde = st
                     detect_rows.append([a, kind, org.defect, st, len(cell), k, m.value, m.ci_low, m.ci_high,
-                                        inc.value, f"{fa}/{len(clean)}"])
+                                        inc.value, f"{sum(r['detected'] for r in settled)}/{len(settled)}"])
                     if st == cells[-1] and (best is None or (m.value or 0) > (best.value or 0)):
                         best = m
                 unit = cell[0]["organism"].unit
@@ -238,7 +242,7 @@ class ValidityAudit(Audit):
                           r["verdict"], r["detected"], r["why"], r["result"].timings.get("total")] for r in mine]
         result.tables.append(Table(title="Detection by organism", columns=[
             "audit", "organism", "planted defect", "strength", "runs", "detected", "detection rate", "ci_low",
-            "ci_high", "inconclusive", "false alarms (clean)"], rows=detect_rows))
+            "ci_high", "inconclusive", "false alarms (conclusive clean runs)"], rows=detect_rows))
         result.tables.append(Table(title="Validity runs", columns=[
             "audit", "organism", "strength", "seed", "verdict", "detected", "why", "seconds"], rows=run_rows,
             note=f"Detected: the audit's controls passed and a rule of the {self.policy!r} policy on its "
@@ -272,7 +276,12 @@ def _flagged(sub: Any, policy: Any, detect: tuple[str, ...] = ()) -> dict[str, A
             or (c.kind == "findings" and any(about(m) for m in bad_findings))]
     other = [c for c in fired if c not in hits]
     inconclusive = not sub.conclusive
-    why = "; ".join([f"{c.status} {c.rule}" for c in hits[:3]] + [f"other: {c.status} {c.rule}" for c in other[:2]])
+    found = sorted(m for m in bad_findings if about(m))
+
+    def said(c: Any) -> str:  # a findings rule names no metric: say which findings made it fire
+        return f"{c.status} {c.rule}" + (f" ({', '.join(found[:3])})" if c.kind == "findings" and found else "")
+
+    why = "; ".join([said(c) for c in hits[:3]] + [f"other: {c.status} {c.rule}" for c in other[:2]])
     if inconclusive:
         why = "inconclusive: " + ", ".join(c.name for c in sub.failed_controls) + (f"; {why}" if why else "")
     return {"detected": bool(hits) and not inconclusive, "inconclusive": inconclusive, "verdict": sub.verdict,

@@ -567,7 +567,8 @@ def _validity_headline(a: AuditResult) -> str:
     head = ('<thead><tr><th>audit</th><th>organism</th><th>planted effect</th><th class="num">detection rate (CI)</th>'
             '<th class="num">false-alarm rate (CI)</th><th class="num">runs</th></tr></thead>')
     legend = (f'<p class="muted">Detection rate: share of runs on a model organism (kind:strength) in which the '
-              f"audit flagged its planted defect; false-alarm rate: share of runs on clean controls it flagged; "
+              f"audit flagged its planted defect; false-alarm rate: share of the conclusive runs on clean controls it "
+              f"flagged (inconclusive clean runs are counted beside it, never as 0 false alarms); "
               f"95% Wilson intervals, (flagged/runs). Power = detection rate at the strongest organism: "
               f"validated at {VALIDATED_POWER:g} or more. MDE: the smallest planted strength detected in at least "
               f"{MDE_POWER:.0%} of runs.</p>")
