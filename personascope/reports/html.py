@@ -619,13 +619,17 @@ def _validity_section(a: AuditResult, anchor: str, gate: GateOutcome | None, wit
     if tables:
         parts.append("<h3>Tables</h3>" + "".join(tables))
     parts.append(f"<details><summary>All metrics ({len(a.metrics)})</summary>{_metrics_html(a)}</details>")
-    parts.append(_examples_html(a))
+    return "".join(parts) + _section_end(a, with_provenance)
+
+
+def _section_end(a: AuditResult, with_provenance: bool) -> str:
+    """The end every audit section shares: examples, notes, provenance, the closing tag."""
+    parts = [_examples_html(a)]
     if a.notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in a.notes) + "</ul>")
     if with_provenance:
         parts.append(_audit_provenance(a))
-    parts.append("</section>")
-    return "".join(parts)
+    return "".join(parts) + "</section>"
 
 
 # ------------------------------------------------------------------------------------- one audit, any kind
@@ -664,13 +668,7 @@ def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_p
         parts.append("<h3>Figures</h3>" + "".join(_plot_html(p) for p in a.plots))
     if a.tables:
         parts.append("<h3>Tables</h3>" + "".join(_table_html(t) for t in a.tables))
-    parts.append(_examples_html(a))
-    if a.notes:
-        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in a.notes) + "</ul>")
-    if with_provenance:
-        parts.append(_audit_provenance(a))
-    parts.append("</section>")
-    return "".join(parts)
+    return "".join(parts) + _section_end(a, with_provenance)
 
 
 # ------------------------------------------------------------------------------------------ report
