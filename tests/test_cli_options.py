@@ -24,8 +24,11 @@ MODEL_COMMANDS = {
     "judge-check": ["judge-check"],
     "serve-judge": ["serve-judge"],
     "audit": ["audit"],
+    "validate": ["validate"],
     "demo": ["demo"],
 }
+# Commands whose unset flags defer to the run config (``from_config``) instead of a fixed default.
+CONFIG_COMMANDS = {"audit", "validate"}
 # compare loads two models named by --base and --candidate; it takes every other shared flag.
 RUNTIME_ONLY = {"compare": ["compare", "--base", "b", "--candidate", "c"]}
 
@@ -66,13 +69,13 @@ def test_shared_flags_have_one_default_everywhere_but_audit_where_the_config_dec
     for command, argv in MODEL_COMMANDS.items():
         args = parser.parse_args(argv)
         got = {k: getattr(args, k) for k in MODEL_DEFAULTS}
-        if command == "audit":
+        if command in CONFIG_COMMANDS:
             assert set(got.values()) == {None}, got  # unset: the config's values apply
         else:
             assert got == MODEL_DEFAULTS, command
     for command, p in _subparsers(parser):
         flags = _flags(p)
-        if "--judge" in flags and command != "audit":
+        if "--judge" in flags and command not in CONFIG_COMMANDS:
             assert flags["--judge"].default == "contrast", command
 
 
