@@ -149,6 +149,21 @@ def test_validate_command_runs_the_validity_audit_and_writes_results(tiny_model_
     assert "audits with organisms" in capsys.readouterr().err
 
 
+def test_validate_release_needs_no_candidate_the_fine_tuned_organism_is_it(monkeypatch, tmp_path) -> None:
+    # release_comparison refuses to run without a candidate; under validate each fine-tuned organism is the
+    # candidate, so neither the command line nor the validity audit may ask the user for one.
+    ValidityAudit.from_params({"audits": ["release_comparison"], "organisms": ["finetune"]}).validate()
+    from personascope.cli import audit as cli_audit
+
+    seen = {}
+    monkeypatch.setattr(cli_audit, "_run_config", lambda cfg, quiet: seen.setdefault("cfg", cfg) and 0)
+    assert main(["validate", "release", "--organisms", "finetune", "--seeds", "1", "--out", str(tmp_path / "v")]) == 0
+    (audit,) = seen["cfg"].audit_objects()
+    assert audit.audits == ("release_comparison",) and audit.organisms == ("finetune",)
+    # Outside validate the candidate is still required.
+    assert main(["audit", "release", "--out", str(tmp_path / "a")]) == 2
+
+
 def _leakage_result(violation: float, coverage: float, control_ok: bool = True):
     from personascope.results import AuditResult, Control, Metric
 

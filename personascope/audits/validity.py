@@ -88,9 +88,16 @@ class ValidityAudit(Audit):
         from ..reports.gate import load_policy
         from . import get_audit
 
+        from ..organisms import recipe
+
         load_policy(self.policy)
         for a in self.audits:
-            get_audit(a).from_params(dict(self.audit_params.get(a, {})), self.profile).validate()
+            params = dict(self.audit_params.get(a, {}))
+            r = recipe(a)
+            if r.candidate_param and "finetune" in self.organisms:
+                # Each fine-tuned organism is the candidate of its run; stand in for it while checking the rest.
+                params.setdefault(r.candidate_param, "(fine-tuned organism)")
+            get_audit(a).from_params(params, self.profile).validate()
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[tuple[str, str, float, int]]:

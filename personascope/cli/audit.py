@@ -119,7 +119,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from ..organisms import KINDS, RECIPES
     from ..runner import load_config
 
-    cfg = _config_of(args)
+    cfg = _config_of(args, check=False)
     if args.out is None:  # never the audit run's folder by default: a validity run would replace its results
         cfg.out = "validate_out"
     kinds = [k.strip() for k in args.organisms.split(",") if k.strip()]
@@ -149,8 +149,12 @@ def run_validate(args: argparse.Namespace) -> int:
     return _run_config(cfg, args.quiet)
 
 
-def _config_of(args: argparse.Namespace) -> Any:
-    """The run config of ``audit``/``validate``'s flags: the config file, overrides, named audits, ``--param``."""
+def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
+    """The run config of ``audit``/``validate``'s flags: the config file, overrides, named audits, ``--param``.
+
+    With ``check=False`` the audits' own parameters are not checked here (``validate`` checks them inside
+    the validity audit, where an organism supplies what a run needs, such as a release candidate).
+    """
     from ..errors import UsageError
     from ..runner import ALIASES, load_config
 
@@ -176,7 +180,7 @@ def _config_of(args: argparse.Namespace) -> Any:
             raise UsageError(f"--param {item!r}: audit {audit!r} is not in this run ({', '.join(cfg.audits)}); "
                              f"name it {where} to run it, e.g. personascope audit {' '.join(cfg.audits)} {audit}")
         cfg.audits[audit][name] = _toml_value(value)
-    return load_config(None, **cfg.model_dump())  # validated as a whole
+    return load_config(None, **cfg.model_dump()) if check else cfg  # validated as a whole
 
 
 def _run_config(cfg: Any, quiet: bool) -> int:
