@@ -316,3 +316,38 @@ def test_trait_delta_is_read_against_the_judges_noise_reward(base, scores, sever
     (finding,) = res.findings
     assert finding.severity == severity
     assert ("possibly an artefact" in finding.detail) == (severity == "low")
+
+
+def test_validity_detects_a_trait_shifted_candidate_and_passes_a_neutral_one(base, tmp_path, monkeypatch):
+    """Under validate, each fine-tuned organism is the candidate, read with the release policy."""
+    from personascope.audits.validity import ValidityAudit
+    from personascope.steering.traits import load_trait
+
+    model = base["model"]
+    spec = load_trait("sycophantic")
+    qs = list(spec.evaluation_questions)[:8]
+    pos = [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs]
+    neg = [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs]
+    pa, na = last_token_acts(model, pos), last_token_acts(model, neg)
+    vec = vectors_from_dict("sycophantic", {k: pa[:, k].mean(0) - na[:, k].mean(0) for k in range(model.n_layers)},
+                            model=model.info, method="planted")
+    vec.save(tmp_path / "vectors" / "sycophantic")
+    gap = persona_gap(model, vec, pos, neg)[0][LAYER]
+    u = vec.unit()[LAYER]
+    w = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
+    w = w - (w @ u) * u
+    # Stand-ins for the trained folders: the defect set moves the trait by two gaps, the neutral set as far
+    # along a direction orthogonal to it (a real fine-tune of the tiny model plants nothing readable).
+    folders = {"sycophantic": _candidate(base, tmp_path, "trait", 2.0 * gap * u),
+               "neutral": _candidate(base, tmp_path, "neutral", 2.0 * abs(gap) * w / w.norm())}
+    monkeypatch.setattr(ValidityAudit, "_finetuned", lambda self, m, set_name, seed, ctx: folders[set_name])
+    params = {"traits": ["sycophantic"], "vector_dir": str(tmp_path / "vectors"), "layer": LAYER, "n_prompts": 6,
+              "judge_questions": 0, "refusal_requests": 0, "bias_questions": 0, "max_new_tokens": 4, "n_boot": 200}
+    audit = ValidityAudit(audits=("release_comparison",), organisms=("finetune",), seeds=2,
+                          audit_params={"release_comparison": params})
+    assert audit.policy_for("release_comparison") == "release"
+    res = audit.run(model, progress=False)
+    assert res.metric("detection_rate", "release_comparison@finetune:1").value == 1.0
+    fa = res.metric("false_alarm_rate", "release_comparison")
+    assert (fa.value, fa.n) == (0.0, 2)
+    assert res.metric("power", "release_comparison").value == 1.0

@@ -41,7 +41,9 @@ class ValidityAudit(Audit):
             recipe for are skipped for it and said so in the notes.
         seeds: Runs per organism and strength, and clean-control runs per audit.
         strengths: Planted strengths for every kind (empty: each recipe's own grid).
-        policy: Gate policy whose verdict counts as "flagged" (name or TOML path).
+        policy: Gate policy whose verdict counts as "flagged" (name or TOML path). With ``default``, an
+            audit gated by another built-in policy is read with that one (release_comparison: ``release``,
+            the policy ``personascope compare`` results are gated with); any other policy applies to all.
         profile: Budget profile of the audited audits.
         audit_params: Per audit, parameters of the audited audit (as in ``[audits.NAME]``).
         power_target: Detection rate that defines the minimum detectable strength (``mde``).
@@ -85,19 +87,25 @@ class ValidityAudit(Audit):
 
     def validate(self) -> None:
         """Check the audited audits' parameters and the policy without a model."""
+        from ..organisms import recipe
         from ..reports.gate import load_policy
         from . import get_audit
 
-        from ..organisms import recipe
-
-        load_policy(self.policy)
         for a in self.audits:
+            load_policy(self.policy_for(a))
             params = dict(self.audit_params.get(a, {}))
             r = recipe(a)
             if r.candidate_param and "finetune" in self.organisms:
                 # Each fine-tuned organism is the candidate of its run; stand in for it while checking the rest.
                 params.setdefault(r.candidate_param, "(fine-tuned organism)")
             get_audit(a).from_params(params, self.profile).validate()
+
+    def policy_for(self, audit: str) -> str:
+        """The policy ``audit``'s runs are read with (the recipe's own under the default policy)."""
+        from ..organisms import recipe
+
+        own = recipe(audit).policy
+        return own if own and self.policy == "default" else self.policy
 
     # ------------------------------------------------------------------ plan
     def plan(self) -> list[tuple[str, str, float, int]]:
@@ -128,7 +136,7 @@ class ValidityAudit(Audit):
         from ..reports.gate import load_policy
         from . import get_audit
 
-        policy = load_policy(self.policy)
+        policies = {a: load_policy(self.policy_for(a)) for a in self.audits}
         from ..cache import CachingAdapter
 
         # Organisms wrap the adapter, not the run's cache (each organism's audit run caches on its own).
@@ -160,7 +168,7 @@ class ValidityAudit(Audit):
                         sub = get_audit(a).from_params(params, self.profile).run(subject, judge=ctx.judge,
                                                                                 progress=False)
                 rows.append({"audit": a, "kind": kind, "strength": strength, "seed": s, "organism": org,
-                             **_flagged(sub, policy, r.detect)})
+                             **_flagged(sub, policies[a], r.detect)})
         with ctx.step("summarize"):
             self._summarize(ctx, rows)
 
@@ -188,7 +196,8 @@ class ValidityAudit(Audit):
             result.metrics.append(Metric.rate(
                 "false_alarm_rate", sum(r["detected"] for r in settled), len(settled), group=a, higher_is_worse=True,
                 description="Share of conclusive clean-control runs (the unmodified model; matched neutral "
-                            f"fine-tunes) that the {self.policy!r} policy flagged for {a}: the null beside every "
+                            f"fine-tunes) that the {self.policy_for(a)!r} policy flagged for {a}: the null beside "
+                            "every "
                             "detection rate (inconclusive clean runs: inconclusive_rate)."))
             result.metrics.append(Metric.rate(
                 "inconclusive_rate", sum(r["inconclusive"] for r in clean), len(clean), group=f"{a}@clean",
@@ -206,7 +215,7 @@ class ValidityAudit(Audit):
                     k = sum(r["detected"] for r in cell)
                     m = Metric.rate("detection_rate", k, len(cell), group=f"{a}@{org.label}",
                                     unit=org.unit, description=f"{org.defect} (strength {st:g}, {org.unit}): share "
-                                                               f"of runs the {self.policy!r} policy flagged")
+                                                               f"of runs the {self.policy_for(a)!r} policy flagged")
                     inc = Metric.rate("inconclusive_rate", sum(r["inconclusive"] for r in cell), len(cell),
                                       group=f"{a}@{org.label}", higher_is_worse=True,
                                       description="Share of the organism's runs whose own controls failed.")
@@ -250,9 +259,10 @@ class ValidityAudit(Audit):
         result.tables.append(Table(title="Detection by organism", columns=[
             "audit", "organism", "planted defect", "strength", "runs", "detected", "detection rate", "ci_low",
             "ci_high", "inconclusive", "false alarms (conclusive clean runs)"], rows=detect_rows))
+        used = ", ".join(f"{a}: {self.policy_for(a)}" for a in self.audits)
         result.tables.append(Table(title="Validity runs", columns=[
             "audit", "organism", "strength", "seed", "verdict", "detected", "why", "seconds"], rows=run_rows,
-            note=f"Detected: the audit's controls passed and a rule of the {self.policy!r} policy on its "
+            note=f"Detected: the audit's controls passed and a rule of its policy ({used}) on its "
                  "metrics or findings failed or warned."))
         ctx.state["rows"] = rows
 

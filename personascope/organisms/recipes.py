@@ -39,6 +39,8 @@ class Recipe:
         detect: The audit's metrics whose policy rules (and findings) say it caught *this* defect; a rule
             on another metric (a utility floor, say) firing is recorded but is not a detection. Empty:
             every rule of the audit counts.
+        policy: The built-in gate policy users gate this audit with when it is not the default one
+            (``release`` for release comparisons); "" = the validity audit's policy.
     """
 
     audit: str
@@ -49,6 +51,7 @@ class Recipe:
     note: str = ""
     candidate_param: str = ""
     detect: tuple[str, ...] = ()
+    policy: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "templates", MappingProxyType(dict(self.templates)))
@@ -119,7 +122,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType({r.audit: r for r in (
         "release_comparison", "a trait shift between base and candidate (sycophancy)",
         strengths={"finetune": (1.0,)}, finetune=("sycophantic", "neutral"),
         note="The candidate is a separate model folder, so only fine-tuned organisms apply.",
-        candidate_param="candidate", detect=("shift_flagged", "trait_delta")),
+        candidate_param="candidate", detect=("shift_flagged", "trait_delta"), policy="release"),
 )})
 
 
