@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--organisms", default="prompt,steer")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--strengths", default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs of each fine-tuned organism (default 3)")
     ap.add_argument("--judge", default=None, help="judge kind (default: the quick config's contrast judge)")
     args = ap.parse_args()
     results = []
@@ -72,6 +73,8 @@ def main() -> None:
                 "--out", str(out)]
         if args.strengths:
             argv += ["--strengths", args.strengths]
+        if args.epochs is not None:
+            argv += ["--finetune-epochs", str(args.epochs)]
         if args.judge:
             argv += ["--judge", args.judge]
         code = cli(argv)

@@ -157,9 +157,12 @@ def test_validate_release_needs_no_candidate_the_fine_tuned_organism_is_it(monke
 
     seen = {}
     monkeypatch.setattr(cli_audit, "_run_config", lambda cfg, quiet: seen.setdefault("cfg", cfg) and 0)
-    assert main(["validate", "release", "--organisms", "finetune", "--seeds", "1", "--out", str(tmp_path / "v")]) == 0
+    assert main(["validate", "release", "--organisms", "finetune", "--seeds", "1", "--finetune-epochs", "2",
+                 "--out", str(tmp_path / "v")]) == 0
     (audit,) = seen["cfg"].audit_objects()
     assert audit.audits == ("release_comparison",) and audit.organisms == ("finetune",)
+    assert audit.finetune_epochs == 2
+    assert main(["validate", "release", "--organisms", "finetune", "--finetune-epochs", "0"]) == 2
     # Outside validate the candidate is still required.
     assert main(["audit", "release", "--out", str(tmp_path / "a")]) == 2
 

@@ -64,6 +64,8 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
                    help="comma list of organism kinds: prompt, steer, finetune (finetune trains on CPU: minutes each)")
     p.add_argument("--seeds", type=int, default=None, help="runs per organism strength and clean control (default 3)")
     p.add_argument("--strengths", default=None, help="comma list of planted strengths (default: each audit's grid)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="epochs of each fine-tuned organism (default 3; a trained folder is reused per setting)")
     p.set_defaults(handler=run_validate)
 
     p = add_command(sub, "compare", "release comparison: persona shifts from a base model to a candidate",
@@ -137,6 +139,8 @@ def run_validate(args: argparse.Namespace) -> int:
                               "profile": cfg.profile, "audit_params": {a: dict(cfg.audits[a]) for a in names}}
     if args.seeds is not None:
         params["seeds"] = args.seeds
+    if args.finetune_epochs is not None:
+        params["finetune_epochs"] = args.finetune_epochs
     if args.strengths:
         try:
             params["strengths"] = [float(x) for x in args.strengths.split(",") if x.strip()]
