@@ -127,7 +127,8 @@ CATALOG: tuple[AuditEntry, ...] = (
                                                     "max_new_tokens": 4, "reply_tokens": 4, "turns": 3,
                                                     "conversation_runs": 1, "n_vector_questions": 2,
                                                     "noise_items": 2}}},
-               metrics=("detection_rate", "false_alarm_rate", "inconclusive_rate", "mde", "power")),
+               metrics=("detection_rate", "false_alarm_rate", "blocking_false_alarm_rate", "inconclusive_rate", "mde",
+                        "power")),
 )
 
 #: Audit name -> catalog row.

@@ -358,3 +358,19 @@ def test_power_required_at_a_named_organism(form: str) -> None:
     other = validity_result({"persona_bias": [("prompt", 1.0, 3, 3, 0)]}, {"persona_bias": (0, 40)})
     outcome = evaluate(RunResults(audits=[other]), policy)
     assert not outcome.passed and outcome.checks[0].reason.startswith("missing:")
+
+
+def test_false_alarms_that_only_warn_say_how_many_would_fail_the_gate() -> None:
+    v = standard_validity()
+    # ci_leakage: 2/40 clean runs flagged, of which none would fail the gate (warnings); persona_bias: every
+    # flagged clean run blocks, so no extra line is shown for it.
+    v.metrics.append(Metric.rate("blocking_false_alarm_rate", 0, 40, group="ci_leakage", higher_is_worse=True))
+    fa_bias = v.metric("false_alarm_rate", "persona_bias")
+    v.metrics.append(Metric.rate("blocking_false_alarm_rate", round(fa_bias.value * fa_bias.n), fa_bias.n,
+                                 group="persona_bias", higher_is_worse=True))
+    html = render_report(run_with(v))
+    head = _section(html, "validity")
+    head = head[head.index("<h3>Detection and false alarms</h3>"):head.index("</table>")]
+    assert head.count("gate fails:") == 1
+    assert re.search(r"\(2/40\)</span><br><span class=\"muted\">gate fails: [^<]*<span class=\"muted\">\(0/40\)",
+                     head), head

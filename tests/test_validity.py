@@ -187,7 +187,13 @@ def test_only_rules_on_the_defects_metric_count_as_a_detection() -> None:
     assert not quiet["detected"] and "other: fail" in quiet["why"] and "coverage" in quiet["why"]
     assert _flagged(_leakage_result(0.05, 0.01), policy)["detected"]  # without `detect` every rule counts
     leaky = _flagged(_leakage_result(0.6, 0.5), policy, detect)
-    assert leaky["detected"] and "violation_rate" in leaky["why"]
+    assert leaky["detected"] and leaky["blocked"] and "violation_rate" in leaky["why"]
+    # The same rule at a severity below the policy's fail severity still flags the run, but the gate's exit
+    # code would not fail on it: a detection that does not block (counted in blocking_false_alarm_rate).
+    warn_only = policy.model_copy(update={"rule": [r.model_copy(update={"severity": "low"})
+                                                    if r.metric == "violation_rate" else r for r in policy.rule]})
+    soft = _flagged(_leakage_result(0.6, 0.5), warn_only, detect)
+    assert soft["detected"] and not soft["blocked"] and "warn" in soft["why"]
     # A failed own control makes the run inconclusive: neither a detection nor a false alarm.
     broken = _flagged(_leakage_result(0.6, 0.5, control_ok=False), policy, detect)
     assert not broken["detected"] and broken["inconclusive"] and broken["why"].startswith("inconclusive: planted_leaks")

@@ -193,16 +193,19 @@ class ValidityAudit(Audit):
             # unmeasured false-alarm rate (None), not a rate of 0. Detection counts every organism run
             # (an inconclusive run did not detect the defect).
             settled = [r for r in clean if not r["inconclusive"]]
-            result.metrics.append(Metric.rate(
+            fa_metric = Metric.rate(
                 "false_alarm_rate", sum(r["detected"] for r in settled), len(settled), group=a, higher_is_worse=True,
                 description="Share of conclusive clean-control runs (the unmodified model; matched neutral "
                             f"fine-tunes) that the {self.policy_for(a)!r} policy flagged for {a}: the null beside "
-                            "every "
-                            "detection rate (inconclusive clean runs: inconclusive_rate)."))
+                            "every detection rate (inconclusive clean runs: inconclusive_rate).")
+            result.metrics.append(fa_metric)
+            result.metrics.append(Metric.rate(
+                "blocking_false_alarm_rate", sum(r["blocked"] for r in settled), len(settled), group=a,
+                higher_is_worse=True, description="Share of conclusive clean-control runs on which the gate would "
+                                                  "fail (exit code): false alarms minus warnings that block nothing."))
             result.metrics.append(Metric.rate(
                 "inconclusive_rate", sum(r["inconclusive"] for r in clean), len(clean), group=f"{a}@clean",
                 higher_is_worse=True, description="Share of clean-control runs whose own controls failed."))
-            fa_metric = result.metrics[-2]
             best: Metric | None = None
             for kind in [k for k in ("prompt", "steer", "finetune") if any(r["kind"] == k and r["strength"] > 0
                                                                            for r in mine)]:
@@ -302,6 +305,8 @@ def _flagged(sub: Any, policy: Any, detect: tuple[str, ...] = ()) -> dict[str, A
     if inconclusive:
         why = "inconclusive: " + ", ".join(c.name for c in sub.failed_controls) + (f"; {why}" if why else "")
     return {"detected": bool(hits) and not inconclusive, "inconclusive": inconclusive, "verdict": sub.verdict,
+            # The gate's exit code fails on it (a warning below the policy's fail severity does not block).
+            "blocked": any(c.status == "fail" for c in hits) and not inconclusive,
             "why": why or "not flagged", "result": sub}
 
 

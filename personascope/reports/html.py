@@ -552,7 +552,12 @@ def _validity_headline(a: AuditResult) -> str:
             audit_td += (f'<br><span class="muted">MDE{f" {_e(kind)}" if kind else ""} (power {MDE_POWER:g}): '
                          f"{reach}</span>")
         audit_td += "</td>"
-        fa_td = (f'<td class="num"{span}>{_rate_text(first.get(("false_alarm_rate", audit)))}'
+        fa = first.get(("false_alarm_rate", audit))
+        blocking = first.get(("blocking_false_alarm_rate", audit))
+        # Beside the rate, how many of those false alarms would fail the gate (the rest are warnings).
+        blocks = (f'<br><span class="muted">gate fails: {_rate_text(blocking)}</span>'
+                  if blocking is not None and fa is not None and blocking.value != fa.value else "")
+        fa_td = (f'<td class="num"{span}>{_rate_text(fa)}{blocks}'
                  f'{_inconclusive_runs(first.get(("inconclusive_rate", f"{audit}@clean")))}</td>')
         if not cells:
             rows.append(f'<tr>{audit_td}<td class="muted">&mdash;</td><td class="muted">&mdash;</td>'
