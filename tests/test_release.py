@@ -93,10 +93,11 @@ def test_planted_shift_is_recovered_per_layer(base, tmp_path):
     assert np.all(same.shift == 0) and np.all(same.lo == 0) and np.all(same.hi == 0)
 
 
-def test_compare_gate_and_flag_end_to_end(base, tmp_path):
-    """The trait-laden candidate fails the release gate on shift_frac; the neutral one passes it."""
-    from personascope.reports import evaluate, load_policy
-    from personascope.runner import load_config, run_audits
+def _trait_vector(base, tmp_path):
+    """The base's 'sycophantic' vector (saved under ``tmp_path/vectors``) and its persona gap at LAYER.
+
+    The vector is positive minus negative trait prompts' mean last-token activation, so the gap is > 0.
+    """
     from personascope.steering.traits import load_trait
 
     model = base["model"]
@@ -104,13 +105,21 @@ def test_compare_gate_and_flag_end_to_end(base, tmp_path):
     qs = list(spec.evaluation_questions)[:8]
     pos = [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs]
     neg = [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs]
-    # The trait vector: positive minus negative prompts' mean last-token activation (so the gap is > 0).
     pa, na = last_token_acts(model, pos), last_token_acts(model, neg)
     vec = vectors_from_dict("sycophantic", {k: pa[:, k].mean(0) - na[:, k].mean(0) for k in range(model.n_layers)},
                             model=model.info, method="planted")
+    vec.save(tmp_path / "vectors" / "sycophantic")
+    return vec, persona_gap(model, vec, pos, neg)[0][LAYER]
+
+
+def test_compare_gate_and_flag_end_to_end(base, tmp_path):
+    """The trait-laden candidate fails the release gate on shift_frac; the neutral one passes it."""
+    from personascope.reports import evaluate, load_policy
+    from personascope.runner import load_config, run_audits
+
+    model = base["model"]
+    vec, gap = _trait_vector(base, tmp_path)
     vec_dir = tmp_path / "vectors"
-    vec.save(vec_dir / "sycophantic")
-    gap = persona_gap(model, vec, pos, neg)[0][LAYER]
     assert gap > 0
     u = vec.unit()[LAYER]
     w = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
@@ -321,18 +330,9 @@ def test_trait_delta_is_read_against_the_judges_noise_reward(base, scores, sever
 def test_validity_detects_a_trait_shifted_candidate_and_passes_a_neutral_one(base, tmp_path, monkeypatch):
     """Under validate, each fine-tuned organism is the candidate, read with the release policy."""
     from personascope.audits.validity import ValidityAudit
-    from personascope.steering.traits import load_trait
 
     model = base["model"]
-    spec = load_trait("sycophantic")
-    qs = list(spec.evaluation_questions)[:8]
-    pos = [model.format_chat(user=q, system=p) for p, _ in spec.instructions for q in qs]
-    neg = [model.format_chat(user=q, system=n) for _, n in spec.instructions for q in qs]
-    pa, na = last_token_acts(model, pos), last_token_acts(model, neg)
-    vec = vectors_from_dict("sycophantic", {k: pa[:, k].mean(0) - na[:, k].mean(0) for k in range(model.n_layers)},
-                            model=model.info, method="planted")
-    vec.save(tmp_path / "vectors" / "sycophantic")
-    gap = persona_gap(model, vec, pos, neg)[0][LAYER]
+    vec, gap = _trait_vector(base, tmp_path)
     u = vec.unit()[LAYER]
     w = torch.randn(model.d_model, generator=torch.Generator().manual_seed(5))
     w = w - (w @ u) * u
