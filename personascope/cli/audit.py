@@ -184,7 +184,7 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
             raise UsageError(f"--param {item!r}: audit {audit!r} is not in this run ({', '.join(cfg.audits)}); "
                              f"name it {where} to run it, e.g. personascope audit {' '.join(cfg.audits)} {audit}")
         cfg.audits[audit][name] = _toml_value(value)
-    return load_config(None, **cfg.model_dump()) if check else cfg  # validated as a whole
+    return load_config(None, **cfg.model_dump()) if check else cfg  # checked as a whole (or by the caller)
 
 
 def _run_config(cfg: Any, quiet: bool) -> int:
