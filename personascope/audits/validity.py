@@ -18,7 +18,6 @@ new random direction, a new choice of affected conversations, a new fine-tune).
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -195,10 +194,10 @@ class ValidityAudit(Audit):
 
     def _finetuned(self, model: Any, set_name: str, seed: int, ctx: AuditContext) -> Path:
         """The folder of fine-tuned organism ``set_name`` (trained now, or reused from its stamp)."""
+        from ..config import cache_dir
         from ..organisms.finetune import train_organism
 
-        root = Path(self.finetune_dir) if self.finetune_dir else \
-            Path(os.environ.get("PERSONASCOPE_CACHE", Path.home() / ".cache" / "personascope")) / "organisms"
+        root = Path(self.finetune_dir) if self.finetune_dir else cache_dir() / "organisms"
         with ctx.step("finetune"):
             return train_organism(set_name, model, root, seed=seed, epochs=self.finetune_epochs,
                                   progress=ctx.progress)

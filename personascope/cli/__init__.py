@@ -6,6 +6,7 @@
 - `judges` — ``judge-check``, ``serve-judge``;
 - `audit` — ``audit``, ``compare``, ``demo``;
 - `reports` — ``report``, ``gate``;
+- `cachecmd` — ``cache info|clear``;
 - `listing` — ``list audits|params AUDIT|traits|personas|user-personas|policies|models|organisms``;
 - `options` — the shared flags (parent parsers) and the helpers that read them;
 - `exits` — `ExitCode` and the exception types that map to each code.
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import audit, judges, listing, models, probes, reports, vector
+from . import audit, cachecmd, judges, listing, models, probes, reports, vector
 from .exits import EXIT_CODES, ExitCode, exit_code_for
 from .options import HelpFormatter, SharedOptions
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub, shared, SharedOptions.build(from_config=True))
     reports.register(sub, shared)
     listing.register(sub, shared)
+    cachecmd.register(sub, shared)
     return parser
 
 
