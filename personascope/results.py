@@ -464,6 +464,9 @@ def format_number(v: float | None) -> str:
 class Check(BaseModel):
     """One checked rule against one metric (or one audit's findings, or one baseline comparison).
 
+    Kind ``missing``: one check per audit that the policy's rules name and the results lack (its rules
+    are not checked one by one).
+
     ``status`` is ``pass``, ``fail`` (blocks the release), ``warn`` (failed, but below the policy's
     ``fail_severity``) or ``skip`` (the result was missing and the policy says to skip).
     """
@@ -471,7 +474,7 @@ class Check(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rule: str
-    kind: Literal["threshold", "findings", "baseline", "control"]
+    kind: Literal["threshold", "findings", "baseline", "control", "missing"]
     audit: str
     metric: str
     observed: float | None

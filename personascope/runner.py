@@ -142,15 +142,42 @@ def _result_key(old: AuditResult, audit: Any) -> dict[str, Any]:
             "personascope": old.versions.get("personascope")}
 
 
+def _keep_earlier(run: RunResults, out: Path, ran: set[str], model: ModelAdapter, log: Any) -> None:
+    """Add the finished results of audits this run did not name from ``out/audits`` (same model only)."""
+    kept, other = [], []
+    for path in sorted((out / "audits").glob("*.json")):
+        if path.stem in ran or path.stem in run.errors:
+            continue
+        try:
+            old = AuditResult.load(path)
+        except DataError as exc:
+            log(f"[{path.stem}] earlier result not kept: {exc}")
+            continue
+        if old.model is None or old.model.fingerprint != model.info.fingerprint:
+            other.append(old.audit)
+            continue
+        run.audits.append(old)
+        kept.append(old.audit)
+    if kept:
+        log(f"kept earlier results of {', '.join(kept)} from {out} (--fresh: this run's audits only)")
+    if other:
+        log(f"not kept: earlier results of {', '.join(other)} in {out} were made on another model")
+    run.audits.sort(key=lambda a: catalog.ORDER.get(a.audit, len(catalog.ORDER)))
+
+
 def run_audits(
     cfg: RunConfig, *, model: ModelAdapter | None = None, progress: bool = True, log: Any = print,
-    raise_errors: bool = False,
+    raise_errors: bool = False, fresh: bool = False,
 ) -> RunResults:
     """Run every audit of ``cfg``, saving each result as it finishes; write results.json and report.html.
 
     An audit that fails is recorded in ``errors`` (the traceback goes to ``OUT/audits/<name>.error.txt``)
     and the run goes on, unless ``raise_errors`` (then its exception propagates, typed); finished audits
     are reused on a rerun with the same parameters, model, judge and personascope version.
+
+    Results accumulate in ``cfg.out``: finished results of *other* audits already in ``OUT/audits`` (made
+    on the same model) are kept in results.json, so ``audit bias --out d`` then ``audit leakage --out d``
+    gives both. ``fresh``: this run's audits only, none reused (the files on disk are left as they are).
     """
     from .models import load_model
     from .reports import write_report
@@ -172,7 +199,7 @@ def run_audits(
         path = out / "audits" / f"{audit.name}.json"
         err_path = path.with_suffix(".error.txt")
         result: AuditResult | None = None
-        if path.exists():
+        if path.exists() and not fresh:
             try:
                 old = AuditResult.load(path)
                 # Same parameters, model, judge and personascope version (a new version may measure differently).
@@ -202,6 +229,8 @@ def run_audits(
             err_path.unlink(missing_ok=True)
             log(f"[{audit.name}] done in {result.timings['total']:.0f} s, risk: {result.risk}")
         run.audits.append(result)
+    if not fresh:
+        _keep_earlier(run, out, {a.name for a in audits}, model, log)
     run.finished = now_iso()
     run.wall_time_s = round(time.perf_counter() - t0, 1)
     if cfg.policy:

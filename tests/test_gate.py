@@ -113,23 +113,43 @@ def test_missing_audit_or_metric_fails_or_skips() -> None:
             '[[rule]]\naudit = "ooc_drift"\nmetric = "acc_atom"\nmin = 0.5\n'
             '[[rule]]\naudit = "persona_bias"\nmetric = "accuracy"\ngroup = "nobody"\nmin = 0.5\n')
     outcome = evaluate(run, parse_policy(text))
+    by_audit = {c.audit: c for c in outcome.checks}
     assert [c.status for c in outcome.checks] == ["fail"] * 4
     assert all(c.reason.startswith("missing: ") and not c.passed for c in outcome.checks)
-    assert "no audit 'persona_vectors' in results (present: persona_bias" in outcome.checks[0].reason
+    # Absent audits: one check each, naming what is there and how to add the audit.
+    assert by_audit["persona_vectors"].kind == "missing"
+    assert ("audit 'persona_vectors' is not in the results (present: ci_leakage, memory_injection, persona_bias"
+            in by_audit["persona_vectors"].reason)
+    assert "'personascope audit vectors --out" in by_audit["persona_vectors"].reason
     assert ("no metric 'coverage_judge' in audit 'ci_leakage' (present: coverage, violation_rate)"
-            in outcome.checks[1].reason)
-    assert "audit 'ooc_drift' failed: judge unavailable" in outcome.checks[2].reason
-    assert "accuracy[nobody]" in outcome.checks[3].reason
+            in by_audit["ci_leakage"].reason)
+    assert "audit 'ooc_drift' failed: judge unavailable" in by_audit["ooc_drift"].reason
+    assert "accuracy[nobody]" in by_audit["persona_bias"].reason
     skipped = evaluate(run, parse_policy('[policy]\nmissing = "skip"\n' + text))
     assert [c.status for c in skipped.checks] == ["skip"] * 4 and skipped.passed
     # per-rule override beats the policy default
     mixed = evaluate(run, parse_policy('[policy]\nmissing = "skip"\n' + text.replace(
         'min = 0.3\n', 'min = 0.3\nmissing = "fail"\n', 1)))
-    assert [c.status for c in mixed.checks] == ["fail", "skip", "skip", "skip"]
+    assert {c.audit: c.status for c in mixed.checks} == {"persona_vectors": "fail", "ci_leakage": "skip",
+                                                         "ooc_drift": "skip", "persona_bias": "skip"}
     # a metric with no value (None) is missing too
     r = AuditResult(audit="ci_leakage", metrics=[Metric(name="violation_rate", value=None)])
     out = evaluate(RunResults(audits=[r]), parse_policy(LEAK_MAX.format(max=0.2, extra="")))
     assert out.checks[0].status == "fail" and "has no value" in out.checks[0].reason
+
+
+def test_a_partial_run_is_gated_with_one_missing_check_per_absent_audit() -> None:
+    """Every rule of an audit the run lacks would fail; the gate says once which audit is missing instead."""
+    run = RunResults(audits=[AuditResult(audit="ci_leakage", metrics=[Metric(name="violation_rate", value=0.1)])])
+    outcome = evaluate(run, load_policy("default"))
+    missing = [c for c in outcome.checks if c.kind == "missing"]
+    named = {r.audit for r in load_policy("default").rule} - {"*", "ci_leakage"}
+    assert {c.audit for c in missing} == named and len(missing) == len(named)
+    assert not [c for c in outcome.checks if c.audit in named and c.kind != "missing"]
+    assert all("results accumulate" in c.reason for c in missing)
+    # Risk audits whose rules say missing = "fail" block; interpretability audits' rules skip when absent.
+    assert {c.audit for c in missing if c.status == "fail"} == {"persona_bias", "ooc_drift", "memory_injection"}
+    assert any(c.audit == "ci_leakage" and c.kind == "threshold" for c in outcome.checks)
 
 
 def test_fail_severity_turns_minor_failures_into_warnings() -> None:

@@ -94,6 +94,39 @@ def test_a_finished_audit_is_not_reused_under_another_judge(tiny_nn, tiny_model_
     assert any("reusing" in line for line in logs), logs  # same judge: reused
 
 
+def test_results_accumulate_in_one_folder_unless_fresh(tiny_nn, tiny_model_dir, tmp_path):
+    """audit X --out d, then audit Y --out d: results.json holds both; --fresh holds the last run's only."""
+    import json as _json
+
+    from personascope.catalog import BY_NAME
+    from personascope.runner import load_config, run_audits
+
+    out = tmp_path / "out"
+    logs: list[str] = []
+    run_audits(_leakage_cfg(tiny_model_dir, out, "none"), model=tiny_nn, progress=False, log=logs.append)
+    vec = load_config(None, model=str(tiny_model_dir), out=str(out), judge={"kind": "none"},
+                      audits={"user_persona_refusal": dict(BY_NAME["user_persona_refusal"].tiny)})
+    both = run_audits(vec, model=tiny_nn, progress=False, log=logs.append)
+    assert [a.audit for a in both.audits] == ["user_persona_refusal", "ci_leakage"]  # the catalog's order
+    assert any("kept earlier results of ci_leakage" in line for line in logs), logs
+    on_disk = _json.loads((out / "results.json").read_text())
+    assert {a["audit"] for a in on_disk["audits"]} == {"user_persona_refusal", "ci_leakage"}
+    logs.clear()
+    only = run_audits(vec, model=tiny_nn, progress=False, log=logs.append, fresh=True)
+    assert [a.audit for a in only.audits] == ["user_persona_refusal"]
+    assert not any("reusing" in line for line in logs), logs  # fresh: recomputed
+    assert (out / "audits" / "ci_leakage.json").exists()  # nothing deleted
+    # A result made on another model is never mixed in.
+    path = out / "audits" / "ci_leakage.json"
+    data = _json.loads(path.read_text())
+    data["model"]["fingerprint"] = "0" * 64
+    path.write_text(_json.dumps(data))
+    logs.clear()
+    again = run_audits(vec, model=tiny_nn, progress=False, log=logs.append)
+    assert [a.audit for a in again.audits] == ["user_persona_refusal"]
+    assert any("made on another model" in line for line in logs), logs
+
+
 def test_judge_none_is_honoured_by_every_audit(tiny_nn, tiny_model_dir, tmp_path):
     from personascope.audits import REGISTRY, get_audit
     from personascope.runner import load_config, run_audits

@@ -43,6 +43,9 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.add_argument("--policy", default=None, help="gate policy shown in the report (name or TOML file)")
     p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
                    help="override one audit parameter (VALUE is TOML: 3, 0.5, true, \"text\", [1, 2]; repeatable)")
+    p.add_argument("--fresh", action="store_true",
+                   help="results.json holds this run's audits only, recomputed (default: finished results are "
+                        "reused, and earlier results of other audits in --out on the same model are kept)")
     p.set_defaults(handler=run_audit)
 
     p = add_command(sub, "validate", "measure each audit's detection power on model organisms with planted defects",
@@ -115,7 +118,7 @@ def run_audit(args: argparse.Namespace) -> int:
     """``personascope audit``: the config's audits (or the named ones) on the config's model; exit 1 if one failed."""
     cfg = _config_of(args)
     check_out_dir(cfg.out)
-    return _run_config(cfg, args.quiet)
+    return _run_config(cfg, args.quiet, fresh=args.fresh)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -192,12 +195,12 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
     return load_config(None, **cfg.model_dump()) if check else cfg  # checked as a whole (or by the caller)
 
 
-def _run_config(cfg: Any, quiet: bool) -> int:
+def _run_config(cfg: Any, quiet: bool, *, fresh: bool = False) -> int:
     """Run ``cfg``'s audits, say where the results are; `ExitCode.FAIL` when an audit did not finish."""
     from ..runner import run_audits
 
     with quiet_loading(quiet):
-        run = run_audits(cfg, progress=not quiet, log=_log)
+        run = run_audits(cfg, progress=not quiet, log=_log, fresh=fresh)
     out = Path(cfg.out)
     print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
     if run.errors:

@@ -483,12 +483,44 @@ def _control_checks(run: RunResults, policy: Policy) -> list[Check]:
     return out
 
 
+def _absent_audits(run: RunResults, policy: Policy) -> list[Check]:
+    """One check per audit the policy's rules name that the results lack (failed, or never run).
+
+    A partial run (``personascope audit bias --out d``) is gated as partial: the gate says which audits
+    are missing and how to add them, instead of failing every rule of every absent audit. The check
+    fails unless every rule of that audit says ``missing = "skip"``.
+    """
+    from ..catalog import BY_NAME
+
+    present = {a.audit for a in run.audits}
+    out = []
+    for name in dict.fromkeys(r.audit for r in policy.rule if r.audit != "*"):
+        if name in present:
+            continue
+        rules = [r for r in policy.rule if r.audit == name]
+        skip = all((r.missing or policy.policy.missing) == "skip" for r in rules)
+        why = run.errors.get(name)
+        short = (BY_NAME[name].short or (name,))[0] if name in BY_NAME else name
+        reason = (f"audit {name!r} failed: {why}" if why else
+                  f"audit {name!r} is not in the results (present: {', '.join(sorted(present)) or 'none'}); add it "
+                  f"with 'personascope audit {short} --out <this run's folder>' (results accumulate)")
+        worst = max((r.severity for r in rules), key=lambda sev: SEVERITY_ORDER[sev])
+        out.append(Check(rule=f"audit {name} present", kind="missing", audit=name, metric="", observed=None,
+                         threshold=None, passed=skip, status="skip" if skip else "fail",
+                         reason=f"missing: {reason}", severity=worst,
+                         description=f"{len(rules)} rule(s) of the policy check this audit"))
+    return out
+
+
 def evaluate(run: RunResults, policy: Policy, baseline: RunResults | None = None,
              baseline_source: str | None = None) -> GateOutcome:
     """Check ``run`` against ``policy`` (and against ``baseline`` for regressions): a `GateOutcome`."""
     checks: list[Check] = _control_checks(run, policy)
+    absent = _absent_audits(run, policy)
+    checks += absent
     for rule in policy.rule:
-        checks += _rule_checks(rule, run, policy)
+        if rule.audit not in {c.audit for c in absent}:
+            checks += _rule_checks(rule, run, policy)
     if baseline is not None:
         checks += _baseline_checks(run, baseline, policy)
     return GateOutcome(policy=policy.name, policy_hash=policy.hash, checks=checks,
