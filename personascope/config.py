@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
@@ -46,9 +47,9 @@ def _cache_path(kind: str) -> Path:
     return cache_dir() / ("fingerprints.json" if kind == "fingerprints" else kind)
 
 
-def cache_usage() -> list[dict[str, object]]:
+def cache_usage() -> list[dict[str, Any]]:
     """One row per cache kind: ``kind``, ``path``, ``bytes``, ``files`` and what it holds."""
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     for kind, what in CACHE_KINDS.items():
         path = _cache_path(kind)
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
@@ -66,7 +67,7 @@ def clear_cache(kinds: list[str]) -> int:
     unknown = [k for k in kinds if k not in CACHE_KINDS]
     if unknown:
         raise UsageError(f"Unknown cache kind(s) {', '.join(map(repr, unknown))}; known: {', '.join(CACHE_KINDS)}")
-    sizes = {r["kind"]: int(r["bytes"]) for r in cache_usage()}  # type: ignore[call-overload]
+    sizes = {r["kind"]: int(r["bytes"]) for r in cache_usage()}
     freed = 0
     for kind in dict.fromkeys(kinds):
         path = _cache_path(kind)

@@ -14,7 +14,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .config import cache_dir, hub_offline
 from .errors import DataError, ModelNotFoundError, UsageError
@@ -323,7 +323,7 @@ def load_hf(
             "the tokenizer files and complete weights (re-download or re-save it)"
         ) from None
     if device_map is None:
-        model = model.to(device)
+        model = cast(Any, model).to(device)
     model.eval()
     if resolved.kind == "hub":
         from huggingface_hub import try_to_load_from_cache

@@ -32,6 +32,11 @@ ALIASES = dict(catalog.ALIASES)
 QUICK_AUDITS = catalog.DEFAULT_AUDITS
 
 
+def _default_audits() -> dict[str, dict[str, Any]]:
+    """``{audit: {}}`` for every audit of the default run (its own parameters from the profile)."""
+    return {a: {} for a in QUICK_AUDITS}
+
+
 #: The run's judge as written under ``[judge]`` in ``audit.toml`` (see `personascope.judges.factory`).
 JudgeConfig = JudgeSpec
 
@@ -52,7 +57,7 @@ class RunConfig(BaseModel):
     out: str = "personascope_out"
     policy: str | None = Field(None, description="Gate policy (name or TOML path) shown in the report.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    audits: dict[str, dict[str, Any]] = Field(default_factory=lambda: {a: {} for a in QUICK_AUDITS})
+    audits: dict[str, dict[str, Any]] = Field(default_factory=lambda: _default_audits())
 
     def audit_objects(self) -> list[Any]:
         """Build every audit (profile defaults + params); errors name the audit and key."""

@@ -22,6 +22,11 @@ import numpy as np
 
 from .records import finite
 
+#: A vector of numbers: a sequence or a numpy array.
+Floats = Sequence[float] | np.ndarray
+#: A vector of integers (or booleans): a sequence or a numpy array.
+Ints = Sequence[int] | np.ndarray
+
 CI = tuple[float, float, float]
 NAN3: CI = (math.nan, math.nan, math.nan)
 
@@ -72,7 +77,7 @@ def rate_ci(k: int, n: int) -> CI:
     return k / n, lo, hi
 
 
-def pearson_ci(x: Sequence[float], y: Sequence[float], z: float = 1.96) -> tuple[float, float, float, int]:
+def pearson_ci(x: Floats, y: Floats, z: float = 1.96) -> tuple[float, float, float, int]:
     """Pearson r with a Fisher-z interval: ``(r, lo, hi, n)``; NaNs when undefined."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~(np.isnan(a) | np.isnan(b))
@@ -110,7 +115,7 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adj
 
 
-def linear_slope(y: Sequence[float]) -> float:
+def linear_slope(y: Floats | Sequence[float | None]) -> float:
     """Least-squares slope of ``y`` against 0, 1, 2, ... (NaN with fewer than two points)."""
     v = np.asarray(y, dtype=float)
     ok = ~np.isnan(v)
@@ -223,7 +228,7 @@ def null_summary(effect: float, null: Sequence[float] | np.ndarray, *, two_sided
             "q95": float(np.quantile(x, 0.95)), "k": float(x.size)}
 
 
-def permutation_r_p(x: Sequence[float], y: Sequence[float], *, n_perm: int = 2000,
+def permutation_r_p(x: Floats, y: Floats, *, n_perm: int = 2000,
                     seed: int = 0) -> tuple[float, float]:
     """Pearson r of ``x`` and ``y`` with its two-sided permutation p-value (pairs with NaN dropped).
 
@@ -325,7 +330,7 @@ def min_detectable_rate(n: int, chance: float, *, alpha: float = 0.05, power: fl
 
 
 # ====================================================================== AUROC
-def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+def auroc(scores: Floats, labels: Sequence[bool] | np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count half); NaN for one class.
 
     Rank-based (Mann-Whitney U with average ranks): the same number as
@@ -346,7 +351,7 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+def auc(pos: Floats, neg: Floats) -> float:
     """AUROC of ``pos`` scored above ``neg`` (Mann-Whitney; ties count half); NaN when either is empty."""
     p, n = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
     if p.size == 0 or n.size == 0:
@@ -354,7 +359,7 @@ def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
     return auroc(np.concatenate([p, n]), np.r_[np.ones(p.size, bool), np.zeros(n.size, bool)])
 
 
-def auc_ci(pos: Sequence[float], neg: Sequence[float], *, seed: int = 0, n_boot: int = 1000,
+def auc_ci(pos: Floats, neg: Floats, *, seed: int = 0, n_boot: int = 1000,
            alpha: float = 0.05) -> CI:
     """AUROC with a stratified percentile-bootstrap interval (positives and negatives resampled apart)."""
     p, n = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)

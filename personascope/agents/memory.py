@@ -412,7 +412,7 @@ class MemoryAgent:
         first = [self._option_first_ids(r.task.options) if self.scoring == "first_token" else None for r in reqs]
         fast = [i for i, f in enumerate(first) if f is not None]
         if fast:
-            logp = self.model.next_token_scores([prompts[i] for i in fast], [first[i] for i in fast],
+            logp = self.model.next_token_scores([prompts[i] for i in fast], [f for f in first if f is not None],
                                                 batch_size=self.batch_size, progress=progress)
             self.n_scored += len(fast)
             for row, i in enumerate(fast):

@@ -282,7 +282,7 @@ class AuditContext:
             expected: What the number must be, in words.
             detail: What was measured and how.
         """
-        c = Control(name=name, kind=kind, passed=bool(passed), observed=observed, expected=expected,  # type: ignore[arg-type]
+        c = Control(name=name, kind=kind, passed=bool(passed), observed=observed, expected=expected,
                     detail=detail)
         self.result.controls = [x for x in self.result.controls if x.name != name] + [c]
         return c

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from ..errors import UsageError
 from ..results import Finding, Metric
 from ..stats import (  # noqa: F401 - re-exported
     CI,
+    Ints,
     bootstrap_mean_ci,
     bootstrap_stat,
     derive_seed,
@@ -335,9 +336,9 @@ def analyze_conditions(
         k = int(x[i].sum())
         lo, hi = wilson(k, n_units)
         sig = i != reference and adj.get(i, 1.0) < alpha and rates[i] < rates[reference]
-        t = tests.get(i)
+        bt = tests.get(i)
         p_band_holm = band_holm.get(i, math.nan)
-        flagged = bool(t is not None and p_band_holm < alpha and t.delta < 0)
+        flagged = bool(bt is not None and p_band_holm < alpha and bt.delta < 0)
         out.append(ConditionStats(
             name=names[i], kind=kinds[i], n=n_units, k=k, rate=float(rates[i]), ci_low=lo, ci_high=hi,
             delta_ref=m_ref, delta_ref_low=lo_ref, delta_ref_high=hi_ref,
@@ -345,8 +346,8 @@ def analyze_conditions(
             band_mean=band_mean, band_low=band_low, b=b, c=c, p=float(raw_p.get(i, 1.0)),
             p_holm=float(adj.get(i, 1.0)), significant_drop=bool(sig), flagged=flagged,
             severity=severity_of(band_mean - float(rates[i])) if flagged else "",
-            p_band=t.p if t is not None else math.nan, p_band_holm=p_band_holm,
-            band_sd=t.sd if t is not None else math.nan, band_size=len(band_of[i]),
+            p_band=bt.p if bt is not None else math.nan, p_band_holm=p_band_holm,
+            band_sd=bt.sd if bt is not None else math.nan, band_size=len(band_of[i]),
         ))
     return out
 
@@ -367,8 +368,7 @@ def hds_with_ci(rows: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> tuple
 
 
 def bbq_bias_scores(
-    pred: Sequence[int], answer: Sequence[int], unknown: Sequence[int], biased: Sequence[int],
-    ambiguous: Sequence[bool],
+    pred: Ints, answer: Ints, unknown: Ints, biased: Ints, ambiguous: Ints,
 ) -> dict[str, float]:
     """BBQ bias scores of one condition (Parrish et al. 2022).
 
@@ -405,13 +405,15 @@ def bbq_bias_scores(
 
 
 def bbq_scores_with_ci(
-    pred: Sequence[int], answer: Sequence[int], unknown: Sequence[int], biased: Sequence[int],
-    ambiguous: Sequence[bool], *, n_boot: int = 300, seed: int = 0,
+    pred: Ints, answer: Ints, unknown: Ints, biased: Ints, ambiguous: Ints, *, n_boot: int = 300, seed: int = 0,
 ) -> tuple[dict[str, float], dict[str, CI]]:
     """`bbq_bias_scores` of one condition, and bootstrap intervals (over units) of ``s_dis`` and ``s_amb``."""
     arrays = tuple(np.asarray(a) for a in (pred, answer, unknown, biased, ambiguous))
-    cis = {key: bootstrap_stat(lambda idx, key=key: bbq_bias_scores(*(a[idx] for a in arrays))[key],
-                               len(arrays[0]), n_boot=n_boot, seed=derive_seed(seed, key))
+
+    def score(key: str) -> Callable[[np.ndarray], float]:
+        return lambda idx: bbq_bias_scores(*(a[idx] for a in arrays))[key]
+
+    cis = {key: bootstrap_stat(score(key), len(arrays[0]), n_boot=n_boot, seed=derive_seed(seed, key))
            for key in ("s_dis", "s_amb")}
     return bbq_bias_scores(*arrays), cis
 

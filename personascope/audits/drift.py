@@ -207,18 +207,18 @@ class OOCDriftAudit(Audit):
         bad = [t for t in self.tasks if t not in TASKS]
         if bad or not self.tasks:
             raise UsageError(f"Unknown or no tasks {bad or list(self.tasks)}; allowed: {', '.join(TASKS)}")
-        bad = [lv for lv in self.levels if lv not in LEVELS]
-        if bad:
-            raise UsageError(f"Unknown levels {bad}; allowed: {', '.join(LEVELS)}")
+        bad_levels = [lv for lv in self.levels if lv not in LEVELS]
+        if bad_levels:
+            raise UsageError(f"Unknown levels {bad_levels}; allowed: {', '.join(LEVELS)}")
         for key, low in (("n_prompts", 1), ("runs", 1), ("max_new_tokens", 1), ("reply_tokens", 1), ("min_words", 1),
                          ("turns", 3), ("conversation_runs", 0), ("n_vector_questions", 2), ("batch_size", 1)):
             if int(getattr(self, key)) < low:
                 raise UsageError(f"{key} must be at least {low} (got {getattr(self, key)})")
         from ..judges.controls import DEGRADATIONS
 
-        bad = [k for k in self.noise_kinds if k not in DEGRADATIONS]
-        if bad or not self.noise_kinds:
-            raise UsageError(f"Unknown or no noise_kinds {bad or list(self.noise_kinds)}; "
+        bad_noise = [k for k in self.noise_kinds if k not in DEGRADATIONS]
+        if bad_noise or not self.noise_kinds:
+            raise UsageError(f"Unknown or no noise_kinds {bad_noise or list(self.noise_kinds)}; "
                              f"allowed: {', '.join(DEGRADATIONS)}")
         if not self.temperature > 0:
             raise UsageError("temperature must be > 0 (responses are sampled so that runs differ)")
@@ -250,14 +250,15 @@ class OOCDriftAudit(Audit):
         for p in personas:
             for task in self.tasks:
                 cells[(p.name, task)] = task_prompts(data, p.trait, task, self.n_prompts)
-        base_cells = {(t, task): task_prompts(data, t, task, self.n_prompts) for t in traits for task in self.tasks}
+        base_cells: dict[tuple[str, str], list[str]] = {
+            (t, task): task_prompts(data, t, task, self.n_prompts) for t in traits for task in self.tasks}
         neutral_sys = data["bigfive"]["neutral_system"]
         by_name = {p.name: p for p in personas}
         gen_specs: list[tuple[str, str, str]] = []  # (key, system, user)
-        for (pname, task), prompts in cells.items():
-            gen_specs += [(f"p|{pname}|{task}|{i}", by_name[pname].system, q) for i, q in enumerate(prompts)]
-        for (trait, task), prompts in base_cells.items():
-            gen_specs += [(f"b|{trait}|{task}|{i}", neutral_sys, q) for i, q in enumerate(prompts)]
+        for (pname, tname), prompts in cells.items():
+            gen_specs += [(f"p|{pname}|{tname}|{i}", by_name[pname].system, q) for i, q in enumerate(prompts)]
+        for (trait, tname), prompts in base_cells.items():
+            gen_specs += [(f"b|{trait}|{tname}|{i}", neutral_sys, q) for i, q in enumerate(prompts)]
         responses: dict[tuple[str, int], str] = {}
         with ctx.step("generate_tasks"):
             texts = sorted({model.format_chat(user=u, system=s) for _, s, u in gen_specs})
@@ -440,7 +441,7 @@ class OOCDriftAudit(Audit):
         model = ctx.model
         k = self.turns
         scripts = conversation_scripts(data, k)
-        convs = [{"persona": p.name, "trait": p.trait, "level": p.level, "script": s, "run": r,
+        convs: list[dict[str, Any]] = [{"persona": p.name, "trait": p.trait, "level": p.level, "script": s, "run": r,
                   "messages": [{"role": "system", "content": p.system}], "user": scripts[s],
                   "prompts": [], "replies": []}
                  for p in personas for s in SCRIPTS for r in range(self.conversation_runs)]

@@ -86,7 +86,7 @@ def build_personas(data: dict[str, Any], traits: Sequence[str], levels: Sequence
         if len(fields) != 4 or not all(isinstance(f, str) and f.strip() for f in fields):
             raise UsageError(f"custom_personas[{i}] must be [name, system prompt, trait, level] or a dict "
                              f"with keys name, system, trait, level; got {spec!r}")
-        name, system, trait, level = fields
+        name, system, trait, level = (str(f) for f in fields)
         if trait not in known:
             raise UsageError(f"custom persona {name!r}: unknown trait {trait!r}; use one of {', '.join(known)}")
         if level not in LEVELS:

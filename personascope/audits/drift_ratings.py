@@ -108,7 +108,7 @@ class Rated:
         how many distinct texts of each the audit rated.
         """
         pool = sorted({self.texts[k] for k in self.texts if k in ratings})
-        pick = gen.permutation(len(pool))[:n] if pool else []
+        pick = gen.permutation(len(pool))[:n] if pool else np.zeros(0, dtype=int)
         return [Item(text=pool[i][1], meta={"trait": pool[i][0]}) for i in sorted(pick)]
 
 
@@ -187,7 +187,8 @@ def rate_all(judge: Judge, data: dict[str, Any], personas: Sequence[Persona], tr
             else:
                 info["calibration"][trait] = {"ok": True, "center": round(cal.center, 5),
                                               "scale": round(cal.temperature, 5)}
-            raw = {k: (cal or judge).value_of(v, "1-5") for k, v in d.items()}  # type: ignore[attr-defined]
+            scorer: Any = cal or judge  # a calibrated contrast judge, or the judge's own scale
+            raw = {k: scorer.value_of(v, "1-5") for k, v in d.items()}
         else:
             got = judge.rate(items, rubrics[trait])
             by_text = {t: float(rt.value) for t, rt in zip(uniq, got, strict=True)

@@ -388,7 +388,7 @@ class CILeakageAudit(Audit):
         kappa = None
         if n_valid:
             p_e = (rule_pos * judge_pos + (n_valid - rule_pos) * (n_valid - judge_pos)) / n_valid ** 2
-            kappa = (p_o - p_e) / (1 - p_e) if p_e < 1 else None
+            kappa = (agree / n_valid - p_e) / (1 - p_e) if p_e < 1 else None
         result.judge_agreement = {"against": "rules:value_match", "n": len(items), "n_valid": n_valid,
                                   "agreement": p_o, "kappa": kappa, "rule_positive": rule_pos,
                                   "judge_positive": judge_pos, "both_positive": both}
@@ -404,7 +404,7 @@ class CILeakageAudit(Audit):
         from ..privacy import pii
 
         primary = self.privacy_levels[0]
-        by_level = {lv: [o for o in obs if o.level == lv] for lv in self.privacy_levels}
+        by_level: dict[str, list[Observation]] = {lv: [o for o in obs if o.level == lv] for lv in self.privacy_levels}
         main = by_level[primary]
         k_v, n_v = violation_rate(main)
         k_c, n_c = coverage(main)
@@ -480,7 +480,8 @@ class CILeakageAudit(Audit):
                             description=f"{ent} entities found by presidio in {n_out} messages."))
 
         # Accumulation curves, one series per level
-        task_series, run_series = [], []
+        task_series: list[Series] = []
+        run_series: list[Series] = []
         for lv, lobs in by_level.items():
             _, n_risk = violation_rate(lobs)
             for curve_fn, series in ((accumulation_over_tasks, task_series), (accumulation_over_runs, run_series)):
@@ -505,12 +506,12 @@ class CILeakageAudit(Audit):
         # Table per context and level
         rows = []
         for lv, lobs in by_level.items():
-            for cid, c in ctx.items():
+            for cid, tc in ctx.items():
                 cobs = [o for o in lobs if o.context == cid]
                 ke, ne = exposure_leak_rate(cobs)
                 kv, nv = violation_rate(cobs)
                 kc, nc = coverage(cobs)
-                rows.append([cid, c.recipient, lv, len({(o.user, o.trial) for o in cobs}), ne, ke,
+                rows.append([cid, tc.recipient, lv, len({(o.user, o.trial) for o in cobs}), ne, ke,
                              round(ke / ne, 4) if ne else None, kv, nv, round(kc / nc, 4) if nc else None])
         result.tables.append(Table(
             title="Leaks and utility per task context",

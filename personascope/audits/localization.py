@@ -93,7 +93,7 @@ class LocalizationAudit(Audit):
         res = ctx.result
         stance = self.contrast == "stance"
         with ctx.step("localize"):
-            loc = localize(model, list(self.personas) or None, framing=self.framing,  # type: ignore[arg-type]
+            loc = localize(model, list(self.personas) or None, framing=self.framing,
                            contrast=self.contrast, n_per_persona=self.n_per_persona, folds=self.folds,
                            seed=self.seed, probes=self.probes, n_permutations=self.permutations,
                            progress=progress)

@@ -142,7 +142,8 @@ def score_choices(model: Any, items: Sequence[MCQ], *, system: str | None | Sequ
         ``i`` (ties: the first), ``scores[i]`` its options' scores (sum or per-token mean of the
         log-probabilities; higher is better).
     """
-    systems = list(system) if isinstance(system, (list, tuple)) else [system] * len(items)  # type: ignore[list-item]
+    one: Any = system  # one system prompt (or None) for every question
+    systems: list[str | None] = list(system) if isinstance(system, (list, tuple)) else [one] * len(items)
     prompts, options = scoring_inputs(model, items, systems, scoring=scoring, prefix=prefix)
     if not prompts:
         return np.zeros(0, dtype=np.int64), []

@@ -198,8 +198,8 @@ class UserPersonaRefusalAudit(Audit):
             # so the layer is where adding minus subtracting it moves the refusal score most. Chosen on
             # the selection split only: on the evaluation split the positive control would pass by
             # construction.
-            scan = set(range(2, model.n_layers - 1, 4)) | {model.n_layers // 3}
-            scan = sorted(scan | ({self.layer} if self.layer >= 0 else set()))
+            grid = set(range(2, model.n_layers - 1, 4)) | {model.n_layers // 3}
+            scan = sorted(grid | ({self.layer} if self.layer >= 0 else set()))
             causal = {}
             for k in scan:
                 both = measure_refusal_shift(model, {"+": ref, "-": -ref}, ref, layer=k, coeff=self.coeff,

@@ -176,7 +176,7 @@ class ReleaseComparisonAudit(Audit):
                 out[spec.name] = vec
                 res.notes.append(f"{spec.name}: vector loaded from {path}.")
                 continue
-            kw = {"n_questions": self.n_questions, "n_instructions": self.n_instructions,
+            kw: dict[str, Any] = {"n_questions": self.n_questions, "n_instructions": self.n_instructions,
                   "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "progress": progress}
             try:
                 ex = extract_persona_vector(model, spec, judge=judge, **kw)
@@ -321,7 +321,7 @@ class ReleaseComparisonAudit(Audit):
                                 rows=rows))
         if self.judge_questions > 0 and judge is None:
             res.notes.append("trait_delta not measured: the run has no model judge (--judge none).")
-        elif self.judge_questions > 0:
+        elif self.judge_questions > 0 and judge is not None:
             with ctx.step("trait_delta"):
                 self._trait_deltas(model, cand, specs, judge, res, progress)
         if self.refusal_requests > 0:
@@ -470,8 +470,8 @@ class ReleaseComparisonAudit(Audit):
                   list(spec.evaluation_questions or spec.extraction_questions)[: self.judge_questions]]
             prompts = [model.format_chat(user=q) for q in qs]
             scores = []
-            for m in (model, cand):
-                answers = generate(m, prompts, self.max_new_tokens, batch_size=self.batch_size, progress=progress)
+            for mdl in (model, cand):
+                answers = generate(mdl, prompts, self.max_new_tokens, batch_size=self.batch_size, progress=progress)
                 rated = judge.rate([Item(text=a, question=q, target=spec.description) for a, q in
                                     zip(answers, qs, strict=True)], TRAIT)
                 scores.append((np.array([r.value if r.valid else np.nan for r in rated], dtype=float), answers))

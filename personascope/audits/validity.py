@@ -126,7 +126,7 @@ class ValidityAudit(Audit):
         """
         from ..organisms import recipe
 
-        runs = []
+        runs: list[tuple[str, str, float, int, str]] = []
         for a in self.audits:
             r = recipe(a)
             kinds = [k for k in self.organisms if k in r.kinds]

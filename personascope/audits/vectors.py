@@ -82,7 +82,7 @@ class PersonaVectorAudit(Audit):
             spec = load_trait(name)
             g = spec.name
             res.data_hashes[f"trait:{spec.name}"] = spec.hash
-            kw = {"n_questions": self.n_questions, "n_instructions": self.n_instructions,
+            kw: dict[str, Any] = {"n_questions": self.n_questions, "n_instructions": self.n_instructions,
                   "max_new_tokens": self.max_new_tokens, "progress": progress}
             with ctx.step("extract"):
                 try:
@@ -202,7 +202,7 @@ class PersonaVectorAudit(Audit):
 
         model, judge = ctx.model, ctx.judge
         assert judge is not None
-        kw = {"max_new_tokens": self.max_new_tokens}
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens}
         base, texts = judged_trait(model, spec, questions, judge, **kw)
         steered, _ = judged_trait(model, spec, questions, judge, steer=relative_steer(vector, layer, self.coeff, norm),
                                   **kw)

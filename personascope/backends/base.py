@@ -285,10 +285,10 @@ class ModelAdapter(ABC):
         for pos in pos_list:
             if pos == Position.ALL:
                 all_rows.sort(key=lambda r: r[0])
-                acts = torch.cat([r[1] for r in all_rows], 0)
+                every = torch.cat([r[1] for r in all_rows], 0)
                 row_sample = np.concatenate([np.full(len(r[1]), r[0]) for r in all_rows])
                 row_token = np.concatenate([np.arange(len(r[1])) for r in all_rows])
-                out[pos] = Captured(pos, site_list, acts, row_sample, row_token, n_tokens)
+                out[pos] = Captured(pos, site_list, every, row_sample, row_token, n_tokens)
             else:
                 out[pos] = Captured(
                     pos, site_list, pooled[pos], np.arange(n), np.full(n, -1), n_tokens
@@ -343,6 +343,7 @@ class ModelAdapter(ABC):
                 ids, mask = self._pad([enc[i].ids for i in idx], "right")
                 plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
                 _, logits = self._forward(ids, mask, [], plens, want_logits=True)
+                assert logits is not None  # asked for with want_logits
                 yield idx, ids, plens, logits
                 bar.update(len(idx))
 

@@ -115,7 +115,7 @@ class NNsightAdapter(ModelAdapter):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was never reached.*")
             with self.nn.generate(input_ids=ids, attention_mask=mask, **gen_kwargs) as tracer:
-                toks = list().save()
+                toks = list().save()  # type: ignore[attr-defined]  # nnsight gives every object .save()
                 for step in tracer.iter[: n + 1]:
                     toks.append(self.nn.generator.streamer.output)
                     phase = "prompt" if step == 0 else "response"

@@ -78,10 +78,10 @@ def kv_option_logprobs(
             ids = torch.full((b, width), pad, dtype=torch.long)
             rmask = torch.zeros((b, width), dtype=torch.long)
             pos = torch.zeros((b, width), dtype=torch.long)
-            for j, r in enumerate(rest):
-                ids[j, width - len(r) :] = torch.tensor(r)
-                rmask[j, width - len(r) :] = 1
-                pos[j, width - len(r) :] = common + torch.arange(len(r))
+            for j, rem in enumerate(rest):
+                ids[j, width - len(rem) :] = torch.tensor(rem)
+                rmask[j, width - len(rem) :] = 1
+                pos[j, width - len(rem) :] = common + torch.arange(len(rem))
             full_mask = torch.cat([torch.ones((b, common), dtype=torch.long), rmask], 1)
             res = run(ids.to(dev), full_mask.to(dev), pos.to(dev), cache, True)
             cache = cache_of(res)

@@ -98,7 +98,8 @@ class TransformerLensAdapter(ModelAdapter):
             with self.bridge.hooks(fwd_hooks=hooks):
                 # The bridge's blocks run inside the wrapped model, so Hugging Face's generate
                 # (same left-padding and stopping as the nnsight adapter) passes through TL's hooks.
-                return self.bridge.original_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                hf: Any = self.bridge.original_model  # the wrapped Hugging Face model
+                return hf.generate(input_ids=ids, attention_mask=mask, **kwargs)
         finally:
             for h in handles:
                 h.remove()

@@ -69,11 +69,16 @@ def run_judge_check(args: argparse.Namespace) -> int:
     model = load_model(args) if model_kinds else None
     # The model judges come from the one judge factory, like every other judge of a run.
     for kind in model_kinds:
-        judges.append(make_judge(JudgeSpec(kind=kind, batch_size=args.batch_size), model))
+        assert model is not None  # loaded above for model judges
+        made = make_judge(JudgeSpec(kind=kind, batch_size=args.batch_size), model)
+        if made is not None:
+            judges.append(made)
     if "http" in kinds:
         spec = JudgeSpec(kind="http", model=args.judge_model, base_url=args.judge_url,
                          api_key_env=args.judge_api_key_env)
-        judges.append(make_judge(spec, model))
+        made = make_judge(spec, model)  # type: ignore[arg-type]  # an http judge needs no local model
+        if made is not None:
+            judges.append(made)
     results = []
     unusable: list[str] = []
     for judge in judges:

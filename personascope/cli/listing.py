@@ -89,7 +89,7 @@ def _params(name: str | None) -> list[dict[str, Any]]:
     cls = get_audit(canonical(name))
     docs = attribute_docs(cls)
     rows = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         if not f.init:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (

@@ -22,6 +22,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..backends.base import ModelAdapter
     from ..steering.vector import PersonaVector
 
@@ -146,7 +148,7 @@ def run_steer(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _histogram_png(values: Sequence[float], path: Path, title: str, xlabel: str) -> None:
+def _histogram_png(values: Sequence[float] | np.ndarray, path: Path, title: str, xlabel: str) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3.2), dpi=110)
@@ -207,8 +209,9 @@ def run_vector_flag(args: argparse.Namespace) -> int:
     responses = [str(r["response"]) for r in records]
     res = flag_dataset(model, texts, responses, vec, args.layer, max_new_tokens=args.max_new_tokens,
                        batch_size=args.batch_size, progress=not args.quiet)
-    ranked = [{"index": i, "score": s, "response": responses[i][:300], "own_response": res.own_responses[i][:300]}
-              for i, s in res.top(len(responses))]
+    ranked: list[dict[str, Any]] = [
+        {"index": i, "score": s, "response": responses[i][:300], "own_response": res.own_responses[i][:300]}
+        for i, s in res.top(len(responses))]
     (out / "flags.json").write_text(json.dumps({**meta, "dataset_score": res.dataset_score, "ranked": ranked},
                                                indent=1, ensure_ascii=False))
     _histogram_png(res.scores, out / "flags.png", f"Projection difference on {vec.name} (layer {args.layer})",

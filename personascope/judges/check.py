@@ -153,7 +153,8 @@ def format_check(result: JudgeCheckResult) -> str:
     lines = [f"judge {j.kind} {j.name} {('@' + j.model_fingerprint[:12]) if j.model_fingerprint else ''}",
              "set       rubric     valid    accuracy (95% CI)      bal.acc   AUC    mass"]
     for s in result.sets:
-        acc = "-" if s.accuracy is None else f"{s.accuracy:.3f} ({s.accuracy_ci[0]:.2f}-{s.accuracy_ci[1]:.2f})"
+        ci = s.accuracy_ci or (float("nan"), float("nan"))
+        acc = "-" if s.accuracy is None else f"{s.accuracy:.3f} ({ci[0]:.2f}-{ci[1]:.2f})"
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"{s.set:<9} {s.rubric:<10} {s.n_valid:>3}/{s.n:<4} {acc:<22} {fmt(s.balanced_accuracy):<9}"
                      f" {fmt(s.auc):<6} {fmt(s.mean_valid_mass)}")

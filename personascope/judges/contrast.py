@@ -72,6 +72,7 @@ class ContrastJudge(Judge):
         if not self.can_rate(rubric):
             err = f"rubric {rubric.name!r} has no contrast prompts; ContrastJudge cannot rate it"
             return [Rating(value=None, valid=False, rubric=rubric.name, judge=ident, error=err) for _ in items]
+        assert rubric.contrast is not None  # can_rate checked it
         pos_t, neg_t = rubric.contrast
         out: list[Rating] = [Rating(value=None, valid=False, rubric=rubric.name, judge=ident,
                                     error="empty text: nothing to rate") for _ in items]

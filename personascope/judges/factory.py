@@ -49,7 +49,7 @@ def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter) -> Judge | Non
     elif isinstance(spec, str):
         if spec not in JUDGE_KINDS:
             raise UsageError(f"Unknown judge {spec!r}; allowed: {', '.join(JUDGE_KINDS)}")
-        spec = JudgeSpec(kind=spec)  # type: ignore[arg-type]
+        spec = JudgeSpec(kind=spec)
     if spec.kind == "none":
         return None
     if spec.kind == "http":

@@ -71,7 +71,7 @@ def rubric_from_eval_prompt(prompt: str, name: str = "eval_prompt", *, scale: st
     """
     template = prompt.replace("{", "{{").replace("}", "}}")
     template = template.replace("{{question}}", "{question}").replace("{{answer}}", "{text}")
-    return Rubric(name=name, scale=scale, template=template, contrast=TRAIT.contrast,  # type: ignore[arg-type]
+    return Rubric(name=name, scale=scale, template=template, contrast=TRAIT.contrast,
                   description="Trait expression rated with the trait file's own judge prompt.")
 
 

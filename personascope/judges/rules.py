@@ -660,25 +660,25 @@ def extract_choice(
         return None if ambiguous else _label_of(let.char, valid, labels)[0]
 
     # 2. The whole reply is a label.
-    m = re.fullmatch(rf"[\W_]*[\(\[]?\s*([{cls}])\s*[\)\]]?[\W_]*", raw)
-    if m:
-        return _label_of(m.group(1), valid, labels)[0]
+    whole = re.fullmatch(rf"[\W_]*[\(\[]?\s*([{cls}])\s*[\)\]]?[\W_]*", raw)
+    if whole:
+        return _label_of(whole.group(1), valid, labels)[0]
 
     # 3. The reply starts with a label.
     start = re.compile(
         rf"\s*(?:\*\*|__)?\s*(?:\(\s*([{cls}])\s*\)|\[\s*([{cls}])\s*\]|([{cls}])\s*\)|([{cls.upper()}])\s*[.:,]"
         rf"(?!\d)|([{cls}])\s*(?:\*\*|__))",
     )
-    m = start.match(raw)
-    if m:
-        ch = next(g for g in m.groups() if g)
+    head = start.match(raw)
+    if head:
+        ch = next(g for g in head.groups() if g)
         label, is_label = _label_of(ch, valid, labels)
         line_labels = {
             _label_of(next(g for g in mm.groups() if g), valid, labels)[0]
             for mm in re.finditer(rf"(?m)^\s*(?:\*\*)?\s*(?:\(([{cls}])\)|([{cls}])[).:])\s", raw)
         }
-        close = re.compile(r"\s*[\)\]]?").match(raw, m.end(m.lastindex or 0))  # always matches
-        after = close.end() if close else m.end()
+        close = re.compile(r"\s*[\)\]]?").match(raw, head.end(head.lastindex or 0))  # always matches
+        after = close.end() if close else head.end()
         if len(line_labels - {None}) <= 1 and not _ambiguous_after(raw, after, cls) and is_label:
             return label
         if len(line_labels - {None}) > 1:
@@ -1164,6 +1164,8 @@ class _RuleJudge(Judge):
 class RefusalJudge(_RuleJudge):
     """Yes-no judge: 1.0 when `is_refusal` fires (``raw`` = the matched phrase), else 0.0."""
 
+    #: Which shipped judge-check sets it is checked on (see personascope.judges.check); set below.
+    check_sets: dict[str, Rubric] = {}
     rule = "refusal"
     scales = ("yes-no",)
 
@@ -1222,6 +1224,9 @@ class ValueMatchJudge(_RuleJudge):
     The kind is ``item.meta["kind"]`` when given, else the judge's ``kind``. ``raw`` is the matching
     span. Items without a target are invalid ("no target value").
     """
+
+    #: Which shipped judge-check sets it is checked on (see personascope.judges.check); set below.
+    check_sets: dict[str, Rubric] = {}
 
     rule = "value_match"
     scales = ("yes-no", "0-100")

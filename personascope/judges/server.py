@@ -69,8 +69,9 @@ class JudgeServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         """API root clients use, e.g. ``http://127.0.0.1:8000/v1``."""
-        host, port = self.server_address[:2]
-        host = f"[{host}]" if ":" in str(host) else host
+        addr = self.server_address
+        host, port = str(addr[0]), int(addr[1])
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/v1"
 
     def handle_error(self, request: Any, client_address: Any) -> None:

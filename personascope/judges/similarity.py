@@ -24,7 +24,7 @@ def _windows(text: str, n_words: int) -> list[str]:
     words = _WORD.findall(text)
     if len(words) <= n_words:
         return [text]
-    out = []
+    out: list[str] = []
     for size in range(max(1, n_words), n_words + 3):
         out.extend(" ".join(words[i : i + size]) for i in range(0, len(words) - size + 1))
     return out

@@ -177,7 +177,7 @@ class OrganismAdapter:
         parts = []
         for want in (True, False):
             idx = [i for i, f in enumerate(flags) if f is want]
-            ctx = self._model.steer(self._steer) if want else contextlib.nullcontext()
+            ctx = self._model.steer(self._steer) if want and self._steer is not None else contextlib.nullcontext()
             with ctx:
                 got = self._model.activations([prompts[i] for i in idx], sites, positions,
                                               responses=[responses[i] for i in idx] if responses else None, **kw)
@@ -190,9 +190,9 @@ class OrganismAdapter:
             acts = torch.cat([c.acts for _, c in caps])
             order = np.lexsort((np.arange(sample.size), sample))  # by prompt, rows of a prompt in their order
             n_tokens = np.zeros(len(prompts), dtype=np.int64)
-            for idx, c in caps:
-                if c.n_tokens.size == idx.size:
-                    n_tokens[idx] = c.n_tokens
+            for at, c in caps:
+                if c.n_tokens.size == at.size:
+                    n_tokens[at] = c.n_tokens
             first = caps[0][1]
             merged[pos] = type(first)(first.position, first.sites, acts[torch.as_tensor(order)], sample[order],
                                       token[order], n_tokens)

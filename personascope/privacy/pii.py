@@ -75,11 +75,11 @@ class PiiSpan:
 
 def _offline_tldextract() -> None:
     """Make tldextract offline even when it was imported before `analyzer` set the variable."""
-    mod = sys.modules.get("tldextract.tldextract")
+    mod: Any = sys.modules.get("tldextract.tldextract")
     if mod is None:
         return
     extractor = getattr(mod, "TLD_EXTRACTOR", None)
-    if extractor is not None and getattr(extractor, "suffix_list_urls", ()):
+    if extractor is not None and getattr(extractor, "suffix_list_urls", None):
         # `tldextract.extract` looks the module global up at call time, so replacing it suffices.
         mod.TLD_EXTRACTOR = mod.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
 
@@ -129,7 +129,7 @@ def analyzer() -> Any:
             super().__init__(models=[{"lang_code": "en", "model_name": "blank:en"}])
 
         def load(self) -> None:
-            self.nlp = {"en": spacy.blank("en")}
+            self.nlp: Any = {"en": spacy.blank("en")}
 
     # presidio logs a warning per recognizer it cannot serve without NER; they say nothing new.
     with _quiet(_PRESIDIO_LOGGER):

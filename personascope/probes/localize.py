@@ -562,7 +562,7 @@ def localize(
     pos = Position(position)
     acts = collect(model, prompts, model.sites(layers), [pos], labels=labels, batch_size=batch_size,
                    cache=cache, progress=progress, method=f"localize:{framing}")[pos]
-    params = {
+    params: dict[str, Any] = {
         "framing": framing, "position": position, "n_per_persona": n_per_persona,
         "statements_hash": stable_hash([[s.persona, s.statement, s.positive] for s in chosen]),
         "source": str(source if source is not None else (personas if isinstance(personas, str | Path)

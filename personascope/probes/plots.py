@@ -331,7 +331,7 @@ def pca_scatter(
     z = pca.fit_transform(x)
     var = pca.explained_variance_ratio_
     fig = _figure((6.4, 5.0))
-    ax = fig.add_subplot(projection="3d" if n_components == 3 else None)
+    ax: Any = fig.add_subplot(projection="3d" if n_components == 3 else None)  # 2D or 3D axes
     names = sorted({str(v) for v in lab})
     cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
     lab_str = lab.astype(str)

@@ -248,7 +248,7 @@ def line_plot(plot: Plot, width: int = 680, height: int = 300, *, y_range: tuple
     left, pw, bottom, height, ph = _frame(cats, left, pw, top, height, len(labels))
 
     if cats is None:
-        xs = [float(v) for s in plot.series for v in s.x]  # type: ignore[arg-type]
+        xs = [float(v) for s in plot.series for v in s.x]
         x_ticks, x_step = nice_ticks(min(xs, default=0.0), max(xs, default=1.0), 8)
         if len(set(xs)) <= 12 and all(float(v).is_integer() for v in xs):  # few integer x: tick each
             x_ticks, x_step = sorted(set(xs)), 1.0
@@ -431,9 +431,8 @@ def heatmap_plot(plot: Plot, width: int = 680) -> str:
     diverging = vmin < 0 < vmax
     if diverging:
         m = max(abs(vmin), abs(vmax))
-        vmin, vmax, stops = -m, m, _DIVERGING
-    else:
-        stops = _VIRIDIS
+        vmin, vmax = -m, m
+    stops = _DIVERGING if diverging else _VIRIDIS
     if vmax - vmin < 1e-12:
         vmax = vmin + 1.0
 

@@ -327,7 +327,7 @@ def _missing(rule_label: str, kind: Literal["threshold", "findings", "baseline"]
     skip = how == "skip"
     return Check(rule=rule_label, kind=kind, audit=audit, metric=metric, observed=None, threshold=threshold,
                  op=op, passed=skip, status="skip" if skip else "fail", reason=f"missing: {reason}",
-                 severity=severity, description=description)  # type: ignore[arg-type]
+                 severity=severity, description=description)
 
 
 def _split_key(metric: str) -> tuple[str, str | None]:
@@ -343,12 +343,12 @@ def _rule_checks(rule: Rule, run: RunResults, policy: Policy) -> list[Check]:
     present = ", ".join(by_name) or "none"
     if rule.max_findings is not None:
         targets = list(by_name.values()) if rule.audit == "*" else [by_name.get(rule.audit)]
-        label = rule.name or f"findings>={rule.min_severity} <= {rule.max_findings}"
+        flabel = rule.name or f"findings>={rule.min_severity} <= {rule.max_findings}"
         if rule.audit != "*" and targets[0] is None:
             why = run.errors.get(rule.audit)
             reason = f"audit {rule.audit!r} failed: {why}" if why else f"no audit {rule.audit!r} in results " \
                                                                         f"(present: {present})"
-            return [_missing(label, "findings", rule.audit, "findings", how, reason, rule.severity,
+            return [_missing(flabel, "findings", rule.audit, "findings", how, reason, rule.severity,
                              rule.description, float(rule.max_findings), "<=")]
         out = []
         for a in targets:
@@ -357,7 +357,7 @@ def _rule_checks(rule: Rule, run: RunResults, policy: Policy) -> list[Check]:
             ok = len(bad) <= rule.max_findings
             reason = "" if ok else f"{len(bad)} finding(s) at or above {rule.min_severity}: " + "; ".join(
                 f"[{f.severity}] {f.title}" for f in bad[:3]) + (" ..." if len(bad) > 3 else "")
-            out.append(Check(rule=label, kind="findings", audit=a.audit, metric="findings", observed=float(len(bad)),
+            out.append(Check(rule=flabel, kind="findings", audit=a.audit, metric="findings", observed=float(len(bad)),
                              threshold=float(rule.max_findings), op="<=", passed=ok,
                              status=_status(ok, rule.severity, policy), reason=reason, severity=rule.severity,
                              description=rule.description))
@@ -367,8 +367,7 @@ def _rule_checks(rule: Rule, run: RunResults, policy: Policy) -> list[Check]:
     name, group = _split_key(rule.metric)
     if group is None:
         group = rule.group if rule.group is not None else ""
-    bounds = [(">=", rule.min), ("<=", rule.max)]
-    bounds = [(op, t) for op, t in bounds if t is not None]
+    bounds: list[tuple[str, float]] = [(op, t) for op, t in ((">=", rule.min), ("<=", rule.max)) if t is not None]
     key = f"{name}[{group}]" if group else name
 
     def label(op: str, t: float, metric_key: str) -> str:

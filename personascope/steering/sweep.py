@@ -241,7 +241,7 @@ def sweep(
                 co = judge.rate(items, COHERENCE)
                 if all(r.valid for r in co):
                     kind = "coherence (judge, 0-100)"
-                    vals = [float(r.value) for r in co]
+                    vals = [float(r.value) for r in co if r.value is not None]
                 else:
                     kind = "fluency (nats/token under the unsteered model)"
                     vals = list(fluency(model, prompts, texts, batch_size=batch_size))
