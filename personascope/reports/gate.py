@@ -489,8 +489,6 @@ def _absent_audits(run: RunResults, policy: Policy) -> list[Check]:
     are missing and how to add them, instead of failing every rule of every absent audit. The check
     fails unless every rule of that audit says ``missing = "skip"``.
     """
-    from ..catalog import BY_NAME
-
     present = {a.audit for a in run.audits}
     out = []
     for name in dict.fromkeys(r.audit for r in policy.rule if r.audit != "*"):
@@ -499,7 +497,7 @@ def _absent_audits(run: RunResults, policy: Policy) -> list[Check]:
         rules = [r for r in policy.rule if r.audit == name]
         skip = all((r.missing or policy.policy.missing) == "skip" for r in rules)
         why = run.errors.get(name)
-        short = (BY_NAME[name].short or (name,))[0] if name in BY_NAME else name
+        short = (catalog.BY_NAME[name].short or (name,))[0] if name in catalog.BY_NAME else name
         reason = (f"audit {name!r} failed: {why}" if why else
                   f"audit {name!r} is not in the results (present: {', '.join(sorted(present)) or 'none'}); add it "
                   f"with 'personascope audit {short} --out <this run's folder>' (results accumulate)")
