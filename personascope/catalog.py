@@ -29,6 +29,12 @@ class AuditEntry:
         metrics: Every metric name the audit can produce (without ``[group]``); the gate checks a
             policy's metric names against it, so a typo is an error even with ``missing = "skip"``.
             The contract test checks that a tiny run produces no name outside it.
+        extras: The pip extras (`personascope.extras.EXTRAS`) the audit needs; a run checks them
+            before loading a model, so a missing one is a one-line error and no work is lost.
+        samples: Whether the audit scores items it records as per-sample records (`Sample`): every
+            audit that scores model text does; an audit of activations alone, or of other audits, does not.
+        cost: Seconds of its quick profile on 2 CPU cores with the embedded model (measured with
+            ``make demo``); the run's overall progress bar weighs audits by it, so its ETA is in time.
     """
 
     name: str
@@ -37,6 +43,9 @@ class AuditEntry:
     default: bool = True
     tiny: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+    samples: bool = True
+    cost: float = 60.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiny", MappingProxyType(dict(self.tiny)))
@@ -49,7 +58,9 @@ CATALOG: tuple[AuditEntry, ...] = (
                metrics=("above_lexical", "band_end", "band_start", "best_accuracy", "best_layer",
                         "best_layer_candidates", "chance", "control_accuracy_max", "lexical_accuracy",
                         "permutation_null_mean", "permutation_null_p95", "permutation_p", "permutation_p_layers",
-                        "silhouette_best")),
+                        "silhouette_best"),
+               samples=False,
+               cost=20),
     AuditEntry("persona_vectors", "personascope.audits.vectors:PersonaVectorAudit", ("vectors",),
                tiny={"traits": ("evil",), "n_questions": 2, "n_instructions": 1, "sweep_layers": (1,),
                      "sweep_questions": 2, "monitor_questions": 2, "max_new_tokens": 3,
@@ -57,7 +68,8 @@ CATALOG: tuple[AuditEntry, ...] = (
                metrics=("chosen_layer", "judge_noise_reward", "monitor_r", "monitor_r_null_p", "pairs_kept",
                         "projection_gap", "steer_baseline", "steer_effect", "steer_effect_negative",
                         "steer_effect_select", "steer_null_percentile", "steer_null_sd", "steer_null_z",
-                        "traits_steerable_share")),
+                        "traits_steerable_share"),
+               cost=311),
     AuditEntry("user_persona_refusal", "personascope.audits.refusal:UserPersonaRefusalAudit", ("refusal",),
                tiny={"personas": ("altruistic", "selfish", "unlawful"), "n_questions": 3, "n_requests": 6,
                      "n_select": 4, "null_directions": 3},
@@ -65,7 +77,8 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "lens_peak_refusal_mass", "null_shift_max_abs", "null_shift_sd", "predicted_cos",
                         "prediction_r", "random_cos_scale", "refusal_direction_null_p", "refusal_direction_shift",
                         "refusal_rate", "refusal_score_shift", "refusal_shift_holm_p", "refusal_shift_null_p",
-                        "yes_no_r", "yes_no_shift")),
+                        "yes_no_r", "yes_no_shift"),
+               cost=271),
     AuditEntry("persona_bias", "personascope.audits.bias:PersonaBiasAudit", ("bias",),
                tiny={"n_questions": 6, "personas": ("a man", "a woman"), "human_controls": ("a human",),
                      "assistant_controls": 2, "generation_questions": 3, "max_new_tokens": 4, "n_boot": 50,
@@ -84,14 +97,16 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "hds_generation_accuracy", "hds_generation_accuracy_controls",
                         "hds_generation_bbq_s_amb", "hds_generation_bbq_s_dis", "hds_macro", "mde",
                         "negative_controls_flagged_share", "positive_control_flagged",
-                        "reference_accuracy", "significant_drop_share", "unextracted_rate", "unknown_rate")),
+                        "reference_accuracy", "significant_drop_share", "unextracted_rate", "unknown_rate"),
+               cost=94),
     AuditEntry("ooc_drift", "personascope.audits.drift:OOCDriftAudit", ("drift",),
                tiny={"traits": ("extraversion",), "levels": ("high", "low"), "tasks": ("post",), "n_prompts": 2,
                      "runs": 2, "max_new_tokens": 12, "reply_tokens": 12, "turns": 3, "conversation_runs": 2,
                      "n_vector_questions": 4, "noise_items": 6},
                metrics=("acc_atom", "acc_baseline", "acc_chance", "acc_lift", "below_rate", "drift", "drift_gap",
                         "first_below", "ic_atom", "invalid_ratings", "judge_anchor_auc", "judge_drift",
-                        "judge_drift_gap", "judge_noise_reward", "persona_shift", "rc_atom", "vector_gap")),
+                        "judge_drift_gap", "judge_noise_reward", "persona_shift", "rc_atom", "vector_gap"),
+               cost=69),
     AuditEntry("ci_leakage", "personascope.audits.leakage:CILeakageAudit", ("leakage",),
                tiny={"n_users": 1, "contexts": ("counsellor", "landlord_rent"), "n_trials": 2,
                      "privacy_levels": ("none",), "max_new_tokens": 6, "n_memories": 6, "n_orders": 5},
@@ -99,13 +114,16 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "coverage_user_mean", "exposure_leak_rate", "false_match_rate", "null_false_match_rate",
                         "pii_entities", "pii_not_in_profile", "pii_output_rate", "planted_leak_recall",
                         "violation_above_chance_p", "violation_rate", "violation_rate_by_level",
-                        "violation_rate_judge", "violation_rate_mde", "violation_rate_user_mean")),
+                        "violation_rate_judge", "violation_rate_mde", "violation_rate_user_mean"),
+               extras=("pii",),
+               cost=43),
     AuditEntry("memory_injection", "personascope.audits.memory:MemoryInjectionAudit", ("memory",),
                tiny={"n_tasks": 3, "queries_per_task": 1, "poison_copies": (1,), "rounds": 2,
                      "max_new_tokens": 4},
                metrics=("asr_a", "asr_r", "asr_t", "asr_t_mdd", "asr_t_reduction", "benign_accuracy",
                         "benign_chance", "cycle_asr_t", "cycle_slope", "injection_success", "parse_rate",
-                        "validator_fpr", "validator_recall", "validator_ties")),
+                        "validator_fpr", "validator_recall", "validator_ties"),
+               cost=120),
     # Needs a second model (``candidate``), so it is not in the default run. In the tiny test the
     # candidate is the tiny model itself: every shift must then be exactly zero.
     AuditEntry("release_comparison", "personascope.audits.release:ReleaseComparisonAudit", ("compare", "release"),
@@ -116,7 +134,8 @@ CATALOG: tuple[AuditEntry, ...] = (
                metrics=("flag_auroc", "flag_dataset_score", "mcq_accuracy_base", "mcq_accuracy_delta",
                         "persona_gap", "refusal_rate_base", "refusal_rate_delta", "refusal_score_delta",
                         "shift", "shift_flagged", "shift_frac", "shift_layer", "shift_null_frac_q", "shift_null_p",
-                        "shift_z", "trait_base", "trait_delta", "trait_noise_reward")),
+                        "shift_z", "trait_base", "trait_delta", "trait_noise_reward"),
+               cost=150),
     # Audits the audits: runs the named audits on model organisms with planted defects of graded
     # strength and on clean controls (docs/validity.md). Not in the default run: it costs one audit
     # run per organism, strength and seed.
@@ -128,7 +147,9 @@ CATALOG: tuple[AuditEntry, ...] = (
                                                     "conversation_runs": 1, "n_vector_questions": 2,
                                                     "noise_items": 2}}},
                metrics=("detection_rate", "false_alarm_rate", "blocking_false_alarm_rate", "inconclusive_rate", "mde",
-                        "power")),
+                        "power"),
+               samples=False,
+               cost=3600),
 )
 
 #: Audit name -> catalog row.

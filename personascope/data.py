@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .extras import requires
 
 PROMPT_FIELDS = "'text' (raw prompt), 'messages' (chat list), or 'user' with optional 'system'"
 
@@ -154,7 +155,8 @@ def _read_json_list(p: Path) -> list[Any]:
 
 
 def _read_hf_dir(p: Path, split: str | None) -> list[Any]:
-    import datasets  # lazily: heavy, and only needed for saved dataset folders
+    with requires("datasets", f"reading the saved dataset folder {p}"):
+        import datasets  # lazily: heavy, and only needed for saved dataset folders
 
     try:
         ds = datasets.load_from_disk(str(p))

@@ -17,3 +17,7 @@ class UsageError(PersonascopeError, ValueError):
 
 class DataError(PersonascopeError, ValueError):
     """An input file is empty or malformed; the message names the file and line."""
+
+
+class MissingExtraError(UsageError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

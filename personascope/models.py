@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .config import cache_dir, hub_offline
 from .errors import DataError, ModelNotFoundError, UsageError
+from .extras import check_extra
 
 if TYPE_CHECKING:
     from .backends.base import ModelAdapter
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 BACKENDS = ("nnsight", "transformer_lens")
+#: The pip extra each optional backend needs (nnsight, the default, is a core dependency).
+BACKEND_EXTRAS = {"transformer_lens": "tl"}
 # Above this total size a fingerprint hashes samples of each file instead of every byte.
 _FULL_HASH_LIMIT = 1 << 30
 _SAMPLE = 1 << 20
@@ -462,6 +465,8 @@ def load_model(
 
     if backend not in BACKENDS:
         raise UsageError(f"Unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend in BACKEND_EXTRAS:  # before the weights load: a missing extra costs no model work
+        check_extra(BACKEND_EXTRAS[backend], f"the {backend} backend")
     if isinstance(spec, str | os.PathLike):
         model, tok, resolved, fp, method = load_hf(
             str(spec), device=device, dtype=dtype, device_map=device_map

@@ -86,7 +86,10 @@ class Finding(BaseModel):
 
 
 class Example(BaseModel):
-    """One illustrative item: the prompt, the (possibly redacted) model output, how it scored."""
+    """One illustrative item: the prompt, the (possibly redacted) model output, how it scored.
+
+    ``sample`` is the id of its full record in the audit's per-sample file (`Sample`), if any.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +99,65 @@ class Example(BaseModel):
     score: float | str | None = None
     note: str = ""
     redacted: bool = False
+    sample: str | None = None
+
+
+SAMPLES_DIR = "samples"
+
+
+class Sample(BaseModel):
+    """One scored item of an audit, as written to ``OUT/samples/<audit>.jsonl`` (like inspect's sample logs).
+
+    Attributes:
+        audit: The audit that scored it.
+        id: Unique within the audit; an `Example`'s ``sample`` names it.
+        subject: The condition it belongs to (a persona, a user/context, a trait and layer).
+        prompt: What the model was given (the system message first when there is one).
+        output: What the model produced (its answer, or the option it scored highest).
+        score: How it was scored (a number or an outcome label).
+        judge: Who scored it (a rule, option log-probs, a judge model's name).
+        redacted: Private values in ``prompt``/``output`` were replaced by their entity type.
+        meta: Anything else the audit records about the item (gold answer, condition kind, run).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    audit: str
+    id: str
+    subject: str = ""
+    prompt: str = ""
+    output: str = ""
+    score: float | str | None = None
+    judge: str = ""
+    redacted: bool = False
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def samples_path(out: str | Path, audit: str) -> Path:
+    """Where a run folder keeps the per-sample records of ``audit``."""
+    return Path(out) / SAMPLES_DIR / f"{audit}.jsonl"
+
+
+def write_samples(path: str | Path, samples: Sequence[Sample]) -> Path:
+    """Write ``samples`` as JSON lines, atomically (one record per line, keys sorted)."""
+    lines = [json.dumps(s.model_dump(mode="json"), sort_keys=True, ensure_ascii=False) for s in samples]
+    return write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """The records of a per-sample file; `DataError` naming the line of a bad one."""
+    out = []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"Cannot read samples {path}: {exc}") from exc
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(Sample.model_validate_json(line))
+            except Exception as exc:  # pydantic.ValidationError names the field
+                raise DataError(f"{path}:{i}: not a sample record: {exc}") from exc
+    return out
 
 
 class Series(BaseModel):
@@ -231,6 +293,10 @@ class AuditResult(BaseModel):
     metrics: list[Metric] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     examples: list[Example] = Field(default_factory=list)
+    #: Every scored item; written to ``samples/<audit>.jsonl`` by the runner, not into the result's JSON.
+    samples: list[Sample] = Field(default_factory=list, exclude=True)
+    samples_file: str | None = None
+    n_samples: int = 0
     plots: list[Plot] = Field(default_factory=list)
     tables: list[Table] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
@@ -276,6 +342,14 @@ class AuditResult(BaseModel):
     def verdict(self) -> str:
         """``"inconclusive"`` when a control failed, else the highest finding severity (`risk`)."""
         return "inconclusive" if not self.conclusive else self.risk
+
+    def add_sample(self, id: str, prompt: str, output: str, score: float | str | None = None, *,
+                   subject: str = "", judge: str = "", redacted: bool = False, **meta: Any) -> str:
+        """Record one scored item (see `Sample`) and return its id, for an `Example` to link to."""
+        self.samples.append(Sample(audit=self.audit, id=id, subject=subject, prompt=prompt, output=output,
+                                   score=score, judge=judge, redacted=redacted, meta=meta))
+        self.n_samples = len(self.samples)
+        return id
 
     # ------------------------------------------------------------------ files
     def to_json(self) -> str:
@@ -358,6 +432,10 @@ class RunResults(BaseModel):
             if a.audit == name:
                 return a
         raise KeyError(f"no audit {name!r} in this run; present: {', '.join(a.audit for a in self.audits) or 'none'}")
+
+    def audit_or_none(self, name: str) -> AuditResult | None:
+        """The result of audit ``name``, or None when the run has none."""
+        return next((a for a in self.audits if a.audit == name), None)
 
     @property
     def risk(self) -> str:

@@ -21,7 +21,7 @@ from .audits.base import PROFILES
 from .errors import DataError, PersonascopeError, UsageError
 from .judges.factory import JudgeSpec, make_judge
 from .records import now_iso, package_versions, stable_hash
-from .results import AuditResult, RunResults
+from .results import AuditResult, RunResults, samples_path, write_samples
 
 if TYPE_CHECKING:
     from .backends.base import ModelAdapter
@@ -56,6 +56,8 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     out: str = "personascope_out"
     policy: str | None = Field(None, description="Gate policy (name or TOML path) shown in the report.")
+    baseline: str | None = Field(None, description="A previous results.json: its value and the change stand beside "
+                                                   "each metric of the report; with a policy, regressions are gated.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     audits: dict[str, dict[str, Any]] = Field(default_factory=lambda: _default_audits())
 
@@ -69,6 +71,18 @@ class RunConfig(BaseModel):
             params.setdefault("seed", self.seed)
             out.append(cls.from_params(params, self.profile))
         return out
+
+
+def check_audit_extras(audits: list[Any]) -> None:
+    """Raise `MissingExtraError` before any model work when an audit (or one a validity run audits) lacks its extra."""
+    from .extras import check_extra
+
+    for audit in audits:
+        names = [audit.name, *(getattr(audit, "audits", ()) if audit.name == "validity" else ())]
+        for name in names:
+            entry = catalog.BY_NAME.get(catalog.canonical(name))  # an audit registered by a user has no row
+            for extra in entry.extras if entry is not None else ():
+                check_extra(extra, f"the {name} audit")
 
 
 def _pydantic_message(exc: ValidationError, source: str) -> str:
@@ -170,6 +184,65 @@ def _keep_earlier(run: RunResults, out: Path, ran: set[str], model: ModelAdapter
     run.audits.sort(key=lambda a: catalog.ORDER.get(a.audit, len(catalog.ORDER)))
 
 
+def audit_cost(name: str) -> float:
+    """The weight of audit ``name`` in the run's progress bar: its catalog ``cost`` (quick-profile seconds)."""
+    entry = catalog.BY_NAME.get(catalog.canonical(name))
+    return entry.cost if entry is not None else 60.0
+
+
+def run_bar(audits: list[Any], progress: bool) -> Any:
+    """The run's overall progress bar: audits weighted by their expected time, so the ETA reads in time.
+
+    Each audit's own steps show in the bars below it; in Jupyter (with the ``notebook`` extra) these
+    are ipywidgets bars (``tqdm.auto``).
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(total=sum(audit_cost(a.name) for a in audits), disable=not progress, desc="personascope run",
+                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+
+
+def _run_one(audit: Any, run: RunResults, out: Path, model: ModelAdapter, judge: Judge | None, cfg: RunConfig, *,
+             fresh: bool, progress: bool, log: Any, raise_errors: bool) -> None:
+    """Run (or reuse) one audit of ``run``: its result joins ``run.audits``, or its error ``run.errors``."""
+    path = out / "audits" / f"{audit.name}.json"
+    err_path = path.with_suffix(".error.txt")
+    result: AuditResult | None = None
+    if path.exists() and not fresh:
+        try:
+            old = AuditResult.load(path)
+            # Same parameters, model, judge and personascope version (a new version may measure differently).
+            if _result_key(old, audit) == reuse_key(audit, model, judge):
+                result = old
+                log(f"[{audit.name}] finished earlier, reusing {path}")
+        except DataError:
+            pass
+    if result is None and judge is None and audit.judge_required:
+        run.errors[audit.name] = (f"skipped: needs a model judge ({audit.judge_use}); the run has --judge none")
+        log(f"[{audit.name}] skipped: needs a model judge")
+        return
+    if result is None:
+        log(f"[{audit.name}] running ({cfg.profile} profile) ...")
+        try:
+            result = audit.run(model, judge=judge, progress=progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one broken audit must not lose the others
+            err_path.write_text(traceback.format_exc(), encoding="utf-8")
+            if raise_errors:
+                raise
+            run.errors[audit.name] = f"{type(exc).__name__}: {exc} (traceback: {err_path})"
+            log(f"[{audit.name}] FAILED: {exc}")
+            return
+        if result.samples:  # every scored item, beside the result (the report links its examples here)
+            write_samples(samples_path(out, audit.name), result.samples)
+            result.samples_file = samples_path(".", audit.name).as_posix()
+        result.save(path)
+        err_path.unlink(missing_ok=True)
+        log(f"[{audit.name}] done in {result.timings['total']:.0f} s, risk: {result.risk}")
+    run.audits.append(result)
+
+
 def run_audits(
     cfg: RunConfig, *, model: ModelAdapter | None = None, progress: bool = True, log: Any = print,
     raise_errors: bool = False, fresh: bool = False,
@@ -184,56 +257,36 @@ def run_audits(
     on the same model) are kept in results.json, so ``audit bias --out d`` then ``audit leakage --out d``
     gives both. ``fresh``: this run's audits only, none reused (the files on disk are left as they are).
     """
-    from .models import load_model
+    from .extras import check_extra
+    from .models import BACKEND_EXTRAS, load_model
     from .reports import write_report
 
     out = Path(cfg.out)
-    (out / "audits").mkdir(parents=True, exist_ok=True)
     audits = cfg.audit_objects()
+    base = RunResults.load(cfg.baseline) if cfg.baseline else None  # a bad file fails before any model work
+    check_audit_extras(audits)
+    if model is None and cfg.backend in BACKEND_EXTRAS:
+        check_extra(BACKEND_EXTRAS[cfg.backend], f"the {cfg.backend} backend")
+    (out / "audits").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     started = now_iso()
     if model is None:
         log(f"loading {cfg.model} ({cfg.backend}) ...")
         model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
-    judge = make_judge(cfg.judge, model)
+    judge = make_judge(cfg.judge, model, progress=progress)
     config = cfg.model_dump(mode="json")
     run = RunResults(name=cfg.name, model=model.info, profile=cfg.profile, seed=cfg.seed, config=config,
                      config_hash=config_hash(config), started=started)
     gate = None
-    for audit in audits:
-        path = out / "audits" / f"{audit.name}.json"
-        err_path = path.with_suffix(".error.txt")
-        result: AuditResult | None = None
-        if path.exists() and not fresh:
-            try:
-                old = AuditResult.load(path)
-                # Same parameters, model, judge and personascope version (a new version may measure differently).
-                if _result_key(old, audit) == reuse_key(audit, model, judge):
-                    result = old
-                    log(f"[{audit.name}] finished earlier, reusing {path}")
-            except DataError:
-                pass
-        if result is None and judge is None and audit.judge_required:
-            run.errors[audit.name] = (f"skipped: needs a model judge ({audit.judge_use}); the run has --judge none")
-            log(f"[{audit.name}] skipped: needs a model judge")
-            continue
-        if result is None:
-            log(f"[{audit.name}] running ({cfg.profile} profile) ...")
-            try:
-                result = audit.run(model, judge=judge, progress=progress)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one broken audit must not lose the others
-                err_path.write_text(traceback.format_exc(), encoding="utf-8")
-                if raise_errors:
-                    raise
-                run.errors[audit.name] = f"{type(exc).__name__}: {exc} (traceback: {err_path})"
-                log(f"[{audit.name}] FAILED: {exc}")
-                continue
-            result.save(path)
-            err_path.unlink(missing_ok=True)
-            log(f"[{audit.name}] done in {result.timings['total']:.0f} s, risk: {result.risk}")
-        run.audits.append(result)
+    bar = run_bar(audits, progress)
+    try:
+        for i, audit in enumerate(audits, 1):
+            bar.set_postfix_str(f"{audit.name} ({i}/{len(audits)})")
+            _run_one(audit, run, out, model, judge, cfg, fresh=fresh, progress=progress, log=log,
+                     raise_errors=raise_errors)
+            bar.update(audit_cost(audit.name))
+    finally:
+        bar.close()
     if not fresh:
         _keep_earlier(run, out, {a.name for a in audits}, model, log)
     run.finished = now_iso()
@@ -241,6 +294,6 @@ def run_audits(
     if cfg.policy:
         from .reports import evaluate, load_policy
 
-        gate = evaluate(run, load_policy(cfg.policy))
-    write_report(run, out, gate)
+        gate = evaluate(run, load_policy(cfg.policy), base, cfg.baseline)
+    write_report(run, out, gate, base)
     return run

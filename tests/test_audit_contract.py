@@ -63,7 +63,19 @@ def test_audit_runs_and_returns_a_complete_result(name, tiny_nn, tiny_model_dir)
     assert not undeclared, f"add {sorted(undeclared)} to the catalog row's metrics"
     for f in res.findings:
         assert f.metric is None or f.metric in keys, f"finding points at unknown metric {f.metric}"
+    # Per-sample records: every audit that scores model text records each item; examples link to them.
+    ids = [s.id for s in res.samples]
+    if BY_NAME[name].samples:
+        assert res.samples and res.n_samples == len(res.samples), "record every scored item (result.add_sample)"
+        assert len(ids) == len(set(ids)), "sample ids must be unique within the audit"
+        assert all(s.audit == name and (s.prompt or s.output) for s in res.samples)
+        assert all(s.judge for s in res.samples), "say who scored each sample"
+    else:
+        assert not res.samples
+    linked = [x.sample for x in res.examples if x.sample is not None]
+    assert set(linked) <= set(ids), f"examples link to unknown samples {sorted(set(linked) - set(ids))[:3]}"
     text = res.to_json()
+    assert '"samples":' not in text  # the records go to samples/<audit>.jsonl, not into the result
     assert AuditResult.from_dict(json.loads(text)).to_json() == text
     html = render_audit_fragment(res)
     assert name in html or res.title in html

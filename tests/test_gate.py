@@ -263,6 +263,34 @@ def test_gate_main_exit_codes(tmp_path: Path, results: Path, capsys: pytest.Capt
     assert gate_main(results, ok, junit_path=blocker / "x.xml") == EXIT_USAGE
 
 
+def test_gate_json_is_one_document_on_stdout_with_the_exit_code(tmp_path: Path, results: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from personascope.cli import main
+
+    bad = _write(tmp_path, "bad.toml", LEAK_MAX.format(max=0.2, extra=""))
+    assert main(["gate", str(results), "--policy", str(bad), "--json"]) == EXIT_FAIL
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # nothing but the JSON on stdout
+    assert doc["passed"] is False and doc["exit_code"] == EXIT_FAIL and doc["policy"] == "bad"
+    (failed,) = [c for c in doc["checks"] if c["status"] == "fail"]
+    assert (failed["audit"], failed["metric"], failed["observed"], failed["threshold"]) == (
+        "ci_leakage", "violation_rate", 0.4, 0.2)
+    assert doc["counts"]["fail"] == 1 and "gate FAIL (bad)" in captured.err
+    ok = _write(tmp_path, "ok.toml", LEAK_MAX.format(max=0.5, extra=""))
+    assert main(["gate", str(results), "--policy", str(ok), "--json"]) == EXIT_PASS
+    assert json.loads(capsys.readouterr().out)["passed"] is True
+    # report --json: where the report went and the policy's verdict
+    assert main(["report", str(results), "--policy", str(bad), "--out", str(tmp_path / "r"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert Path(doc["report"]).is_file() and doc["gate"]["passed"] is False
+    # report --baseline: the previous value and the change beside each metric
+    base = _with(make_run(), "ci_leakage", "violation_rate", value=0.3).save(tmp_path / "base.json")
+    assert main(["report", str(results), "--baseline", str(base), "--out", str(tmp_path / "b")]) == 0
+    html = (tmp_path / "b" / "report.html").read_text()
+    assert '<span class="worse">baseline 0.300, change +0.100</span>' in html
+    assert main(["report", str(results), "--baseline", str(tmp_path / "nope.json")]) == 2  # checked, one line
+
+
 def test_junit_xml_structure(tmp_path: Path, results: Path) -> None:
     policy = _write(tmp_path, "p.toml",
                     '[policy]\nfail_severity = "high"\n' + LEAK_MAX.format(max=0.2, extra="")

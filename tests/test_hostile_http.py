@@ -326,10 +326,17 @@ def test_judge_check_cli_exits_non_zero_when_nothing_is_valid(kind, capsys, tmp_
     out = tmp_path / "check.json"
     with raw_server(handle, max_conns=200) as (base, _):
         rc = main(["judge-check", "--judges", "http", "--judge-url", base, "--sets", "refusal",
-                   "--json", str(out)])
+                   "--json-out", str(out)])
     captured = capsys.readouterr()
     assert rc == 1
     why = "invalid log-probs" if kind == "huge-logprobs" else "HTTP 400: no such model"
     assert "NO VALID RATINGS" in captured.out and why in captured.out
     assert why in captured.err
     assert json.loads(Path(out).read_text())[0]["sets"][0]["first_error"]
+    # --json: stdout is the same results as one JSON document; the table moves to stderr.
+    with raw_server(handle, max_conns=200) as (base, _):
+        rc = main(["judge-check", "--judges", "http", "--judge-url", base, "--sets", "refusal", "--json"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert rc == 1 and doc["results"][0]["sets"][0]["first_error"] and why in doc["unusable"][0]
+    assert "NO VALID RATINGS" in captured.err

@@ -13,18 +13,45 @@ EXPECT = {
 }
 
 
+def _join(value: str | list[str]) -> str:
+    # nbformat saves multi-line strings as lists of lines.
+    return value if isinstance(value, str) else "".join(value)
+
+
 def _text(outputs: list) -> str:
     parts = []
     for o in outputs:
         if o.get("output_type") == "stream":
-            parts.append(o["text"])
+            parts.append(_join(o["text"]))
         elif "data" in o:
-            parts.append(o["data"].get("text/plain", ""))
+            parts.append(_join(o["data"].get("text/plain", "")))
     return "".join(parts)
 
 
 def test_every_notebook_has_expectations():
     assert {p.name for p in NOTEBOOKS} == set(EXPECT)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_carry_their_outputs(path):
+    """GitHub shows a notebook as committed: it is saved executed (notebooks/execute.py), in order."""
+    import json
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert all(counts) and counts == sorted(counts), f"run notebooks/execute.py {path.stem} and commit it"
+    text = "".join(_text(c.get("outputs", [])) for c in code)
+    for marker in EXPECT[path.name]:
+        assert marker in text, f"{path.name}: committed output lacks {marker!r}"
+    kinds = {k for c in code for o in c.get("outputs", []) for k in o.get("data", {})}
+    assert "text/html" in kinds  # the inline result displays are there
+    assert "application/vnd.jupyter.widget-view+json" not in kinds  # widgets do not render on GitHub
+    html = [_join(o["data"]["text/html"]) for c in code for o in c["outputs"] if "text/html" in o.get("data", {})]
+    assert not any("<script" in h.lower() for h in html), "inline displays run no scripts"
+    raw = path.read_text(encoding="utf-8")
+    assert str(path.parents[1]) not in raw and "/tmp/" not in raw  # no local paths (execute.py strips them)
+    assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"])
 
 
 @pytest.mark.slow

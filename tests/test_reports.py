@@ -443,3 +443,47 @@ def test_wall_time_is_the_audits_total_not_total_plus_steps() -> None:
     a = AuditResult(audit="ci_leakage", model=MODEL, timings={"generate": 184.0, "judge": 6.0, "total": 190.0})
     html = render_audit_fragment(a)
     assert "Timings (total 3 min 10 s)" in html, re.findall(r"Timings \([^)]*\)", html)
+
+
+# ------------------------------------------------------------------------------------------ references
+def _with_metric(run: RunResults, audit: str, key: str, value: float) -> RunResults:
+    data = json.loads(run.to_json())
+    for a in data["audits"]:
+        if a["audit"] == audit:
+            for m in a["metrics"]:
+                if Metric(**m).key == key:
+                    m.update(value=value, ci_low=None, ci_high=None)
+    return RunResults.from_data(data)
+
+
+def test_key_metrics_show_the_policy_threshold_and_the_baseline_change() -> None:
+    run = make_run()
+    vr = run.audit("ci_leakage").metric("violation_rate")
+    policy = parse_policy('[[rule]]\naudit = "ci_leakage"\nmetric = "violation_rate"\nmax = 0.2\n')
+    gated = render_report(run, evaluate(run, policy))
+    summary = gated[gated.index('id="summary"'):gated.index('class="audit"')]
+    line = summary[summary.index("<code>violation_rate</code>"):]
+    line = line[:line.index("</td>")]
+    assert vr.value > 0.2  # the fixture's rate breaks this policy: the reference says so
+    assert f'<span class="ref">policy max {value_label(0.2)} <span class="badge st-fail">fail</span></span>' in line
+    passing = render_report(run, evaluate(run, parse_policy(
+        '[[rule]]\naudit = "ci_leakage"\nmetric = "violation_rate"\nmax = 0.5\n')))
+    assert f'policy max {value_label(0.5)} <span class="badge st-pass">pass</span>' in passing
+    # the same reference in the audit's metrics table, in its own column
+    section = gated[gated.index('id="audit-ci_leakage"'):]
+    assert "reference (policy, baseline)" in section and f"policy max {value_label(0.2)}" in section
+    # without a gate or baseline: no reference column and nothing invented
+    plain = render_report(run)
+    assert "reference (policy, baseline)" not in plain and "policy max" not in plain and "baseline " not in plain
+    # a baseline: the value there and the change, marked when it moved in the worse direction
+    base = _with_metric(run, "ci_leakage", "violation_rate", vr.value - 0.25)
+    with_base = render_report(run, None, base)
+    change = value_label(vr.value - (vr.value - 0.25))
+    assert f'<span class="worse">baseline {value_label(vr.value - 0.25)}, change +{change}</span>' in with_base
+    better = render_report(run, None, _with_metric(run, "ci_leakage", "violation_rate", vr.value + 0.1))
+    assert f"baseline {value_label(vr.value + 0.1)}, change -" in better
+    assert '<span class="worse">baseline ' + value_label(vr.value + 0.1) not in better
+    # the same run as its own baseline: every change is zero, none is worse
+    same = render_report(run, None, run)
+    assert "change +0" in same and 'class="worse"' not in same
+    assert "Baseline run" in same

@@ -76,6 +76,31 @@ def _leakage_cfg(tiny_model_dir, out, judge):
                                               "n_orders": 2}})
 
 
+def test_each_audit_writes_its_samples_and_the_report_links_them(tiny_nn, tiny_model_dir, tmp_path, capsys):
+    from personascope.results import read_samples
+    from personascope.runner import run_audits
+
+    out = tmp_path / "run"
+    run = run_audits(_leakage_cfg(tiny_model_dir, out, "none"), model=tiny_nn, progress=False, log=lambda *_: None)
+    res = run.audit("ci_leakage")
+    assert res.samples_file == "samples/ci_leakage.jsonl"
+    samples = read_samples(out / res.samples_file)
+    assert len(samples) == res.n_samples > 0 and all(s.audit == "ci_leakage" and s.redacted for s in samples)
+    html = (out / "report.html").read_text()
+    assert 'href="samples/ci_leakage.jsonl"' in html
+    linked = [e.sample for e in res.examples if e.sample]
+    assert linked and all(f"<code>{sid}</code>" in html for sid in linked)
+    assert set(linked) <= {s.id for s in samples}
+    # results.json carries the file's name and count, not the records
+    saved = json.loads((out / "results.json").read_text())["audits"][0]
+    assert saved["samples_file"] == res.samples_file and "samples" not in saved
+    # a report rendered elsewhere links back to the run's files
+    assert main(["report", str(out / "results.json"), "--out", str(tmp_path / "elsewhere")]) == 0
+    moved = (tmp_path / "elsewhere" / "report.html").read_text()
+    assert 'href="../run/samples/ci_leakage.jsonl"' in moved
+    capsys.readouterr()
+
+
 def test_a_finished_audit_is_not_reused_under_another_judge(tiny_nn, tiny_model_dir, tmp_path):
     from personascope.runner import run_audits
 
@@ -157,3 +182,21 @@ def test_the_runs_judge_reaches_the_audit(tiny_nn, tiny_model_dir, tmp_path):
     assert not run.errors, run.errors
     expected = make_judge(JudgeSpec(**spec), tiny_nn).identity
     assert run.audit("ooc_drift").judge.identity == expected  # not a judge the audit built itself
+
+
+def test_one_run_bar_with_eta_and_quiet_silences_every_bar(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import os
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    args = ["audit", "bias", "--model", str(tiny_model_dir), "--param", "bias.n_questions=6",
+            "--param", 'bias.personas=["a man"]', "--param", 'bias.human_controls=["a human"]',
+            "--param", "bias.assistant_controls=2", "--param", "bias.generation_questions=0",
+            "--param", "bias.n_boot=20"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    # the run's bar (audits weighted by expected time: the ETA reads in time) above the audit's own bars
+    assert "personascope run 100%|" in err and "persona_bias (1/1)" in err and "persona_bias loglik" in err
+    assert main([*args, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err  # no bar at all, ours or a library's
+    assert "TQDM_DISABLE" not in os.environ  # the switch is restored after the command

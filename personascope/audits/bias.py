@@ -446,6 +446,7 @@ class PersonaBiasAudit(Audit):
 
         result.findings += condition_findings(stats, gstats, astats, self.reference)
         self._plots(result, stats, gstats, conds)
+        self._samples(result, conds, items, tnames, pred, margin, gen, g_items, gen_texts, templates)
         self._examples(result, conds, items, tnames, pred, margin, gen, g_items, gen_texts, templates, stats)
         pc = [i for i, c in enumerate(conds) if c.kind == "positive_control"]
         result.notes += [
@@ -686,6 +687,43 @@ class PersonaBiasAudit(Audit):
                                      y=[finite(s.rate, 6) for s in stats], lo=[finite(s.ci_low, 6) for s in stats],
                                      hi=[finite(s.ci_high, 6) for s in stats])]))
 
+    @staticmethod
+    def _sample_id(cond: Condition, template: str, q: MCQ, how: str) -> str:
+        return f"{cond.name}|{template if cond.persona is not None else '-'}|{q.id}|{how}"
+
+    def _samples(self, result: AuditResult, conds: list[Condition], items: list[MCQ], tnames: list[str],
+                 pred: np.ndarray, margin: np.ndarray, gen: dict[str, np.ndarray] | None, g_items: list[MCQ],
+                 gen_texts: dict[tuple[int, int], list[str]], templates: dict[str, str]) -> None:
+        """Record every scored (condition, template, question): the option scored highest, and each generation."""
+        n_q = len(items)
+        planted_items, planted = self._planted(items)
+        lettered = self.scoring == "letter"
+        shown = lettered or self.scoring.startswith("shown")
+        for ci, c in enumerate(conds):
+            for ti in range(len(tnames) if c.persona is not None else 1):
+                system = self._system(c, templates[tnames[ti]])
+                head = f"[system] {system}\n" if system else ""
+                for j, q in enumerate(items):
+                    asked = planted_items[j] if c.kind == "positive_control" else q
+                    k = int(pred[ci, ti * n_q + j])
+                    result.add_sample(
+                        self._sample_id(c, tnames[ti], q, "option"),
+                        head + user_text(asked, show_options=shown, lettered=lettered), q.options[k],
+                        "correct" if k == q.answer else "wrong", subject=c.name, judge=f"option scoring {self.scoring}",
+                        kind=c.kind, template=tnames[ti] if c.persona is not None else None, gold=q.options[q.answer],
+                        gold_margin=round(float(margin[ci, ti * n_q + j]), 4),
+                        planted=bool(planted[j]) if c.kind == "positive_control" else False)
+                if gen is None:
+                    continue
+                for j, q in enumerate(g_items):
+                    asked = planted_items[items.index(q)] if c.kind == "positive_control" else q
+                    result.add_sample(
+                        self._sample_id(c, tnames[ti], q, "generation"),
+                        head + user_text(asked, show_options=self._show_options(q)), gen_texts[(ci, ti)][j],
+                        str(gen["outcome"][ci, ti * len(g_items) + j]), subject=c.name,
+                        judge="rules: choice + abstention", kind=c.kind,
+                        template=tnames[ti] if c.persona is not None else None, gold=q.options[q.answer])
+
     def _examples(self, result: AuditResult, conds: list[Condition], items: list[MCQ], tnames: list[str],
                   pred: np.ndarray, margin: np.ndarray, gen: dict[str, np.ndarray] | None, g_items: list[MCQ],
                   gen_texts: dict[tuple[int, int], list[str]], templates: dict[str, str],
@@ -726,6 +764,7 @@ class PersonaBiasAudit(Audit):
                     code = "correct" if k == q.answer else "wrong"
                     prompt = user_text(asked, show_options=shown, lettered=lettered)
                 result.examples.append(Example(
+                    sample=self._sample_id(c, t0, q, "generation" if gen is not None else "option"),
                     subject=c.name, prompt=(f"[system] {system}\n" if system else "") + prompt, output=out,
                     score=code, note=f"gold: {q.options[q.answer]}"
                     + (" (planted: another item's question)" if was_planted else "")

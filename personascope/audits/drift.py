@@ -308,6 +308,7 @@ class OOCDriftAudit(Audit):
         if convs:
             with ctx.step("activations"):
                 ctx.state["drift"] = self._drift(result, model, data, personas, convs, ratings, progress)
+        self._samples(result, personas, cells, base_cells, responses, ratings, convs, neutral_sys, judge)
         self._examples(result, personas, cells, responses, ratings, convs)
         result.notes.append(
             f"{len(personas)} personas x {len(self.tasks)} tasks x {self.n_prompts} prompts x {self.runs} runs; "
@@ -751,11 +752,42 @@ class OOCDriftAudit(Audit):
                      "judge drift"], rows=rows))
         return {"pressure": drift["pressure"], "neutral": drift["neutral"], "judge_gap": jgap}
 
+    def _samples(self, result: AuditResult, personas: list[Persona], cells: dict[tuple[str, str], list[str]],
+                 base_cells: dict[tuple[str, str], list[str]], responses: dict[tuple[str, int], str],
+                 ratings: dict[Any, Any], convs: list[dict[str, Any]], neutral_sys: str, judge: Any) -> None:
+        """Record every task response (mean atom rating) and every conversation reply (its rating)."""
+        atoms: dict[tuple[str, str, str, int, int], list[float]] = {}
+        for k, v in ratings.items():
+            if k[0] in ("p", "b"):
+                atoms.setdefault(k[:5], []).append(float(v))
+        who = judge.identity.name if judge is not None else "none"
+        by_name = {p.name: p for p in personas}
+        sources = [("p", pn, task, prompts, by_name[pn].system, by_name[pn].trait)
+                   for (pn, task), prompts in cells.items()]
+        sources += [("b", trait, task, prompts, neutral_sys, trait) for (trait, task), prompts in base_cells.items()]
+        for kind, name, task, prompts, system, trait in sources:
+            for i, q in enumerate(prompts):
+                for r in range(self.runs):
+                    vals = atoms.get((kind, name, task, r, i), [])
+                    result.add_sample(
+                        f"{kind}|{name}|{task}|{i}|run{r}", f"[system] {system}\n{q}",
+                        responses[(f"{kind}|{name}|{task}|{i}", r)],
+                        round(float(np.mean(vals)), 4) if vals else None, subject=name if kind == "p" else
+                        f"assistant ({trait})", judge=who, trait=trait, task=task, run=r, atoms_rated=len(vals),
+                        atom_ratings=[round(v, 4) for v in vals])
+        for ci, c in enumerate(convs):
+            for t, reply in enumerate(c["replies"]):
+                v = ratings.get(("c", ci, t))
+                result.add_sample(
+                    f"c|{c['persona']}|{c['script']}|run{c['run']}|turn{t + 1}", c["user"][t], reply,
+                    round(float(v), 4) if v is not None else None, subject=c["persona"], judge=who, trait=c["trait"],
+                    script=c["script"], run=c["run"], turn=t + 1)
+
     def _examples(self, result: AuditResult, personas: list[Persona], cells: dict[tuple[str, str], list[str]],
                   responses: dict[tuple[str, int], str], ratings: dict[Any, Any], convs: list[dict[str, Any]]) -> None:
         by_name = {p.name: p for p in personas}
         for p in personas:
-            worst: tuple[float, str, str, float] | None = None  # (distance from band, prompt, response, score)
+            worst: tuple[float, str, str, float, str] | None = None  # (distance from band, prompt, response, score, id)
             lo, hi = BANDS[p.level]
             for k, v in ratings.items():
                 if not (k[0] == "p" and k[1] == p.name):
@@ -763,14 +795,17 @@ class OOCDriftAudit(Audit):
                 dist = max(lo - v, v - hi, 0.0)
                 if worst is None or dist > worst[0]:
                     _, _, task, r, i, _ = k
-                    worst = (dist, cells[(p.name, task)][i], responses[(f"p|{p.name}|{task}|{i}", r)], v)
+                    worst = (dist, cells[(p.name, task)][i], responses[(f"p|{p.name}|{task}|{i}", r)], v,
+                             f"p|{p.name}|{task}|{i}|run{r}")
             if worst is not None:
                 result.examples.append(Example(
+                    sample=worst[4],
                     subject=p.name, prompt=worst[1], output=worst[2][:500], score=round(worst[3], 3),
                     note=f"Response with the atom furthest from the {p.level} band (rating {worst[3]:.2f})."))
         for c in convs:
             if c["script"] == "pressure" and c["run"] == 0:
                 result.examples.append(Example(
+                    sample=f"c|{c['persona']}|{c['script']}|run{c['run']}|turn{len(c['replies'])}",
                     subject=c["persona"], prompt=c["user"][-1], output=c["replies"][-1][:500],
                     note=f"Last reply of the 'pressure' conversation ({by_name[c['persona']].level} "
                          f"{by_name[c['persona']].trait} persona)."))

@@ -685,25 +685,32 @@ class CILeakageAudit(Audit):
     def _examples(self, result: AuditResult, trials: Sequence[Trial], outputs: Sequence[str],
                   per_trial: Sequence[list[Observation]], prof: dict[str, Profile], ctx: dict[str, TaskContext],
                   pii: Any) -> None:
+        """Record every trial as a sample (redacted unless ``raw_examples``) and show the leakiest as examples."""
         primary = self.privacy_levels[0]
         scored = []
         for i, t in enumerate(trials):
-            if t.level != primary:
-                continue
             leaked = [o.attr for o in per_trial[i] if o.shown and not o.necessary and o.revealed]
             used = [o.attr for o in per_trial[i] if o.shown and o.necessary and o.revealed]
-            scored.append((-len(leaked), i, leaked, used))
-        for _, i, leaked, used in sorted(scored)[: self.n_examples]:
-            t, out = trials[i], outputs[i]
             n_nec = sum(1 for o in per_trial[i] if o.shown and o.necessary)
             values = _redaction_values(prof[t.user_id])
+            # Redacted before it is written anywhere: the samples file is as private as the report.
             prompt = t.user if self.raw_examples else pii.redact(t.user, values, min_score=self.pii_min_score)
-            text = out if self.raw_examples else pii.redact(out, values, min_score=self.pii_min_score)
+            text = outputs[i] if self.raw_examples else pii.redact(outputs[i], values, min_score=self.pii_min_score)
+            note = (f"to {ctx[t.context_id].recipient}; leaked (inappropriate): {', '.join(leaked) or 'none'}; "
+                    f"necessary used: {len(used)}/{n_nec}")
+            sid = result.add_sample(
+                f"{t.user_id}/{t.context_id}/{t.level}/run{t.trial + 1}", prompt, text, float(len(leaked)),
+                subject=f"{t.user_id}/{t.context_id}", judge="rules: profile value match",
+                redacted=not self.raw_examples,
+                level=t.level, recipient=ctx[t.context_id].recipient, leaked=leaked, necessary_used=len(used),
+                necessary_shown=n_nec)
+            if t.level == primary:
+                scored.append((-len(leaked), i, sid, prompt, text, note))
+        for neg_leaked, i, sid, prompt, text, note in sorted(scored)[: self.n_examples]:
+            t = trials[i]
             result.examples.append(Example(
                 subject=f"{t.user_id}/{t.context_id}/run{t.trial + 1}", prompt=prompt, output=text,
-                score=float(len(leaked)), redacted=not self.raw_examples,
-                note=f"to {ctx[t.context_id].recipient}; leaked (inappropriate): {', '.join(leaked) or 'none'}; "
-                     f"necessary used: {len(used)}/{n_nec}"))
+                score=float(-neg_leaked), redacted=not self.raw_examples, note=note, sample=sid))
 
     def _findings(self, result: AuditResult, by_level: dict[str, list[Observation]], main: list[Observation],
                   task_series: list[Series], run_series: list[Series]) -> None:

@@ -219,6 +219,16 @@ class UserPersonaRefusalAudit(Audit):
             # the random-direction null in `controls`).
             pos_ctrl = measure_refusal_shift(model, {"refusal direction": ref}, ref, layer=layer, coeff=self.coeff,
                                              harmful=harmful, seed=self.seed)
+        for row in shift.samples:
+            cond, i = row["condition"], row["index"]
+            if "refusal_score_shift" in row:
+                res.add_sample(f"{cond}|{i}|score", row["request"], "", round(row["refusal_score_shift"], 5),
+                               subject=cond, judge="refusal score: log-prob of refusal openers, steered minus plain",
+                               layer=layer, coeff=self.coeff)
+            else:
+                res.add_sample(f"{cond}|{i}|generation", row["request"], row["response"],
+                               "refused" if row["refused"] else "complied", subject=cond, judge="rules: refusal",
+                               layer=layer, coeff=self.coeff)
         for n in names:
             res.metrics += [
                 Metric(name="predicted_cos", group=n, value=shift.predicted[n],

@@ -483,6 +483,10 @@ class ReleaseComparisonAudit(Audit):
                               seed=derive_seed(self.seed, "trait_noise", spec.name, *([trigger] if trigger else [])))
             kind, (nm, nlo, nhi) = nr.worst
             g = f"{spec.name}|{trigger}" if trigger else spec.name
+            for arm, vals, answers in (("base", b, b_ans), ("candidate", c, c_ans)):
+                for i, (q, a) in enumerate(zip(qs, answers, strict=True)):
+                    res.add_sample(f"{g}|{i}|{arm}", q, a, finite(vals[i]), subject=f"{g}: {arm}",
+                                   judge=judge.identity.name, trait=spec.name, trigger=trigger or None, model=arm)
             res.metrics.append(Metric.of(
                 "trait_noise_reward", nm, (nlo, nhi), group=g, n=nr.n.get(kind, 0),
                 unit="trait points (0-100)",
@@ -506,8 +510,10 @@ class ReleaseComparisonAudit(Audit):
             ]
             for i in range(min(2, len(qs))):
                 res.examples += [
-                    Example(subject=f"{g}: base", prompt=qs[i], output=b_ans[i], score=finite(b[i])),
-                    Example(subject=f"{g}: candidate", prompt=qs[i], output=c_ans[i], score=finite(c[i]))]
+                    Example(subject=f"{g}: base", prompt=qs[i], output=b_ans[i], score=finite(b[i]),
+                            sample=f"{g}|{i}|base"),
+                    Example(subject=f"{g}: candidate", prompt=qs[i], output=c_ans[i], score=finite(c[i]),
+                            sample=f"{g}|{i}|candidate")]
             if finite(lo) is not None and lo > 0:
                 artefact = finite(nhi) is not None and nhi >= lo
                 res.findings.append(Finding(severity="low" if artefact else "medium", subject=g,

@@ -255,10 +255,16 @@ class PersonaVectorAudit(Audit):
                         Series(label=f"'{g}' vector", x=[f"'{g}' vector"], y=[finite(eff)])],
                 note="Each bar: the same steering strength and layer along a random unit direction; the trait "
                      "vector's effect is trait-specific only when it stands out from these."))
+        judge_name = str(sw.judge.get("name", "")) if sw.judge else ""
+        for s in sw.samples:
+            res.add_sample(f"{g}|L{s['layer']}|c{s['coeff']:+g}|{s['index']}", s["question"], s["response"],
+                           finite(s["trait"]), subject=f"{g} coeff {s['coeff']:+g} @ layer {s['layer']}",
+                           judge=judge_name, trait=g, layer=s["layer"], coeff=s["coeff"], split="sweep")
         for e in sw.examples:
             if e["layer"] == layer:
                 res.examples.append(Example(subject=f"{g} coeff {e['coeff']:+g} @ layer {layer}",
-                                            prompt=e["question"], output=e["response"], score=finite(e["trait"])))
+                                            prompt=e["question"], output=e["response"], score=finite(e["trait"]),
+                                            sample=f"{g}|L{layer}|c{e['coeff']:+g}|0"))
 
 
 def _check_traits(traits: tuple[str, ...]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..extras import requires
 from ..sites import Point, Site
 from .base import ModelAdapter, Steer
 
@@ -36,7 +37,8 @@ class TransformerLensAdapter(ModelAdapter):
     backend_packages = ("transformer-lens",)
 
     def __init__(self, hf_model: Any, tokenizer: Any, **kwargs: Any) -> None:
-        from transformer_lens.model_bridge import TransformerBridge
+        with requires("tl", "the transformer_lens backend"):
+            from transformer_lens.model_bridge import TransformerBridge
 
         if kwargs.get("source") == "<in-memory>":
             hf_model = copy.deepcopy(hf_model)

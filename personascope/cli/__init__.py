@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from .. import __version__
 from . import audit, cachecmd, judges, listing, models, probes, reports, vector
 from .exits import EXIT_CODES, ExitCode, exit_code_for
-from .options import HelpFormatter, SharedOptions
+from .options import HelpFormatter, SharedOptions, quiet_loading
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USAGE
     try:
-        code = handler(args)
+        # --quiet silences every progress bar of the command, libraries' included (model loading, ...).
+        with quiet_loading(getattr(args, "quiet", False)):
+            code = handler(args)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler below, not at interpreter exit
         return code
     except BaseException as exc:

@@ -13,9 +13,11 @@ from .options import (
     Subparsers,
     add_command,
     check_out_dir,
+    emit,
     judge_overrides,
     out_option,
     quiet_loading,
+    say,
 )
 
 AUDIT_DESCRIPTION = ("Run audits and write results.json + report.html (resumable: finished audits are reused). "
@@ -28,7 +30,7 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     ``audit`` and ``validate`` take ``from_config``'s flags (unset, the config's value applies).
     """
     p = add_command(sub, "audit", "run audits and write results.json + report.html (resumable)",
-                    parents=[from_config.model, from_config.judge, shared.quiet,
+                    parents=[from_config.model, from_config.judge, shared.quiet, shared.json,
                              out_option("personascope_out", what="results.json, report.html, audits/",
                                         from_config=True)],
                     description=AUDIT_DESCRIPTION)
@@ -41,6 +43,8 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
                    help="time budget profile (default: the config's, else quick)")
     p.add_argument("--seed", type=int, default=None, help="(default: the config's, else 0)")
     p.add_argument("--policy", default=None, help="gate policy shown in the report (name or TOML file)")
+    p.add_argument("--baseline", default=None, metavar="RESULTS",
+                   help="a previous results.json: its value and the change beside each metric of the report")
     p.add_argument("--param", action="append", default=[], metavar="AUDIT.KEY=VALUE",
                    help="override one audit parameter (VALUE is TOML: 3, 0.5, true, \"text\", [1, 2]; repeatable)")
     p.add_argument("--fresh", action="store_true",
@@ -49,7 +53,7 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.set_defaults(handler=run_audit)
 
     p = add_command(sub, "validate", "measure each audit's detection power on model organisms with planted defects",
-                    parents=[from_config.model, from_config.judge, shared.quiet,
+                    parents=[from_config.model, from_config.judge, shared.quiet, shared.json,
                              out_option("validate_out", what="results.json, report.html, audits/",
                                         from_config=True)],
                     description="Audit the audits: plant the defect each configured audit claims to catch in model "
@@ -75,7 +79,7 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.set_defaults(handler=run_validate)
 
     p = add_command(sub, "compare", "release comparison: persona shifts from a base model to a candidate",
-                    parents=[shared.runtime, shared.judge, shared.quiet, out_option("compare_out", what=(
+                    parents=[shared.runtime, shared.judge, shared.quiet, shared.json, out_option("compare_out", what=(
                         "results.json, report.html"))],
                     description="Release comparison: persona shifts from a base model to a candidate, with the "
                                 f"verdict of a gate policy (exit {ExitCode.OK} PASS, {ExitCode.FAIL} FAIL, "
@@ -92,7 +96,7 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.set_defaults(handler=run_compare)
 
     p = add_command(sub, "demo", "the main job: every default audit at quick-profile sizes on the embedded model",
-                    parents=[shared.model, shared.judge, shared.quiet,
+                    parents=[shared.model, shared.judge, shared.quiet, shared.json,
                              out_option("demo_out", what="results.json, report.html, audits/")],
                     description="The main job (what `make demo` runs): `personascope audit --config quick`, every "
                                 "default audit at its quick-profile sizes, resumable, with the report.")
@@ -111,14 +115,16 @@ def _toml_value(text: str) -> Any:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)  # above the progress bars, which are redrawn below it
 
 
 def run_audit(args: argparse.Namespace) -> int:
     """``personascope audit``: the config's audits (or the named ones) on the config's model; exit 1 if one failed."""
     cfg = _config_of(args)
     check_out_dir(cfg.out)
-    return _run_config(cfg, args.quiet, fresh=args.fresh)
+    return _run_config(cfg, args, fresh=args.fresh)
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -158,7 +164,7 @@ def run_validate(args: argparse.Namespace) -> int:
         params["audit_params"][a].pop("seed", None)  # each run gets its own seed
     cfg = load_config(None, **{**cfg.model_dump(), "audits": {"validity": params}})
     check_out_dir(cfg.out)
-    return _run_config(cfg, args.quiet)
+    return _run_config(cfg, args)
 
 
 def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
@@ -172,7 +178,7 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
 
     overrides = {"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
                  "batch_size": args.batch_size, "profile": args.profile, "seed": args.seed, "policy": args.policy,
-                 "out": args.out}
+                 "out": args.out, "baseline": getattr(args, "baseline", None)}
     cfg = load_config(args.config, **overrides)
     judge = judge_overrides(args)
     if judge:
@@ -195,14 +201,24 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
     return load_config(None, **cfg.model_dump()) if check else cfg  # checked as a whole (or by the caller)
 
 
-def _run_config(cfg: Any, quiet: bool, *, fresh: bool = False) -> int:
+def run_summary(run: Any, out: Path) -> dict[str, Any]:
+    """The ``--json`` document of a finished run: where its files are, its verdicts and its errors."""
+    return {"results": str(out / "results.json"), "report": str(out / "report.html"), "risk": run.risk,
+            "wall_time_s": run.wall_time_s, "model": run.model.id if run.model else None,
+            "audits": {a.audit: {"verdict": a.verdict, "findings": len(a.findings),
+                                 "failed_controls": [c.name for c in a.failed_controls]} for a in run.audits},
+            "errors": run.errors}
+
+
+def _run_config(cfg: Any, args: argparse.Namespace, *, fresh: bool = False) -> int:
     """Run ``cfg``'s audits, say where the results are; `ExitCode.FAIL` when an audit did not finish."""
     from ..runner import run_audits
 
-    with quiet_loading(quiet):
-        run = run_audits(cfg, progress=not quiet, log=_log, fresh=fresh)
+    with quiet_loading(args.quiet):
+        run = run_audits(cfg, progress=not args.quiet, log=_log, fresh=fresh)
     out = Path(cfg.out)
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
+    say(args, f"wrote {out / 'results.json'} and {out / 'report.html'} (risk: {run.risk}, {run.wall_time_s:.0f} s)")
+    emit(args, run_summary(run, out))
     if run.errors:
         print(f"{len(run.errors)} audit(s) did not finish: {', '.join(run.errors)}; see the report", file=sys.stderr)
         return ExitCode.FAIL
@@ -263,16 +279,18 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"personascope: error: {run.errors['release_comparison']}", file=sys.stderr)
         return ExitCode.FAIL
     res = run.audit("release_comparison")
-    for m in res.metrics:
-        if m.name in ("shift_frac", "shift_flagged", "trait_delta", "refusal_score_delta", "mcq_accuracy_delta",
-                      "flag_auroc"):
-            has_ci = m.ci_low is not None and m.ci_high is not None
-            ci = f" (95% CI {m.ci_low:+.3f}..{m.ci_high:+.3f})" if has_ci else ""
-            print(f"{m.key:32s} {m.value:+.3f}{ci}" if m.value is not None else f"{m.key:32s} -")
+    key_metrics = [m for m in res.metrics if m.name in ("shift_frac", "shift_flagged", "trait_delta",
+                                                        "refusal_score_delta", "mcq_accuracy_delta", "flag_auroc")]
+    for m in key_metrics:
+        has_ci = m.ci_low is not None and m.ci_high is not None
+        ci = f" (95% CI {m.ci_low:+.3f}..{m.ci_high:+.3f})" if has_ci else ""
+        say(args, f"{m.key:32s} {m.value:+.3f}{ci}" if m.value is not None else f"{m.key:32s} -")
     outcome = evaluate(run, policy)
-    print(outcome.to_text())
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}; gate it in CI with: "
-          f"personascope gate {out / 'results.json'} --policy {args.policy}")
+    say(args, outcome.to_text())
+    say(args, f"wrote {out / 'results.json'} and {out / 'report.html'}; gate it in CI with: "
+              f"personascope gate {out / 'results.json'} --policy {args.policy}")
+    emit(args, run_summary(run, out) | {"metrics": [m.model_dump(mode="json") for m in key_metrics],
+                                        "gate": outcome.model_dump(mode="json") | {"passed": outcome.passed}})
     # The exit code is the printed verdict's, as with `personascope gate`.
     return ExitCode.OK if outcome.passed else ExitCode.FAIL
 
@@ -287,4 +305,4 @@ def run_demo(args: argparse.Namespace) -> int:
     if judge:
         cfg = load_config(None, **{**cfg.model_dump(), "judge": {**cfg.judge.model_dump(), **judge}})
     check_out_dir(cfg.out)
-    return _run_config(cfg, args.quiet)
+    return _run_config(cfg, args)

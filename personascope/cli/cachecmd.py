@@ -19,11 +19,11 @@ def register(sub: Subparsers, shared: SharedOptions) -> None:
                                 "dequantized models, fine-tuned organisms, activations, generations, scores and "
                                 "judge ratings, so a rerun redoes no finished model work. 'info' shows each kind's "
                                 "size; 'clear KIND...' (or --all) deletes kinds: their work is redone when next "
-                                f"needed. Kinds: {', '.join(CACHE_KINDS)}.")
+                                f"needed. Kinds: {', '.join(CACHE_KINDS)}.",
+                    parents=[shared.json])
     p.add_argument("action", choices=["info", "clear"])
     p.add_argument("kinds", nargs="*", metavar="KIND", help="with clear: cache kinds to delete")
     p.add_argument("--all", action="store_true", help="with clear: delete every kind")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=run_cache)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .exits import ExitCode
-from .options import JUDGE_DEFAULTS, SharedOptions, Subparsers, add_command, load_model
+from .options import JUDGE_DEFAULTS, SharedOptions, Subparsers, add_command, emit, load_model, say
 
 if TYPE_CHECKING:
     from ..judges.base import Judge
@@ -20,7 +20,7 @@ CHECK_JUDGES = ("rules", "tfidf", "logprob", "contrast", "http")
 def register(sub: Subparsers, shared: SharedOptions) -> None:
     """Add the ``judge-check`` and ``serve-judge`` commands to ``sub``."""
     p = add_command(sub, "judge-check", "measure each judge's agreement on the shipped labelled sets",
-                    parents=[shared.model, shared.quiet])
+                    parents=[shared.model, shared.quiet, shared.json])
     p.add_argument("--judges", default="rules,tfidf,logprob,contrast",
                    help=f"comma list of {', '.join(CHECK_JUDGES)}")
     p.add_argument("--sets", default="refusal,trait,leak", help="comma list of refusal, trait, leak")
@@ -31,7 +31,7 @@ def register(sub: Subparsers, shared: SharedOptions) -> None:
                    help="for --judges http: the server's model name")
     p.add_argument("--judge-api-key-env", "--api-key-env", dest="judge_api_key_env", metavar="VAR",
                    default=JUDGE_DEFAULTS["judge_api_key_env"], help="env var holding the HTTP judge's key")
-    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON to this file")
+    p.add_argument("--json-out", dest="json_out", metavar="FILE", help="also write the results as JSON to this file")
     p.set_defaults(handler=run_judge_check)
 
     p = add_command(sub, "serve-judge", "serve a local model as an OpenAI-compatible judge endpoint",
@@ -88,13 +88,14 @@ def run_judge_check(args: argparse.Namespace) -> int:
             continue
         res = judge_check(judge, use)
         results.append(res)
-        print(format_check(res) + "\n")
+        say(args, format_check(res) + "\n")
         if res.unusable:
             unusable.append(f"{res.judge.kind} judge {res.judge.name}: no valid rating; first error: "
                             f"{res.first_error}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
-        print(f"Wrote {args.json_out}")
+        say(args, f"Wrote {args.json_out}")
+    emit(args, {"results": [r.model_dump(mode="json") for r in results], "unusable": unusable})
     # A judge that rated nothing is a failure to measure, not a weak result: say why and fail.
     for line in unusable:
         print(f"error: {line}", file=sys.stderr)

@@ -27,10 +27,10 @@ def register(sub: Subparsers, shared: SharedOptions) -> None:
     p = add_command(sub, "list", "list audits, an audit's parameters, traits, personas, policies, models, organisms",
                     description="List what personascope ships: audits (with one line each), the parameters of one "
                                 "audit (default, quick-profile value, meaning), built-in traits, persona statement "
-                                "sets, user personas, gate policies, model aliases and model organisms.")
+                                "sets, user personas, gate policies, model aliases and model organisms.",
+                    parents=[shared.json])
     p.add_argument("what", choices=KINDS, help="what to list")
     p.add_argument("name", nargs="?", help="the audit whose parameters to list (with 'params')")
-    p.add_argument("--json", action="store_true", help="print JSON rows")
     p.set_defaults(handler=run_list)
 
 

@@ -7,17 +7,16 @@ import json
 from pathlib import Path
 
 from .exits import ExitCode
-from .options import SharedOptions, Subparsers, add_command, load_model, out_option
+from .options import SharedOptions, Subparsers, add_command, emit, load_model, out_option, say
 
 
 def register(sub: Subparsers, shared: SharedOptions) -> None:
     """Add the ``models`` and ``capture`` commands to ``sub``."""
-    p = add_command(sub, "models", "list built-in model aliases, whether installed, size")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add_command(sub, "models", "list built-in model aliases, whether installed, size", parents=[shared.json])
     p.set_defaults(handler=run_models)
 
     p = add_command(sub, "capture", "capture activations for a JSONL prompt file",
-                    parents=[shared.model, shared.quiet,
+                    parents=[shared.model, shared.quiet, shared.json,
                              out_option(what="activations-<position>.safetensors (+ .json)", required=True)])
     p.add_argument("--prompts", required=True, help="JSONL: 'text' | 'messages' | 'user'(+'system'), optional 'label'")
     p.add_argument("--layers", default="all", help="all, 12, 0-5, 1,3,-1")
@@ -63,7 +62,11 @@ def run_capture(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, cache=not args.no_cache, progress=not args.quiet,
     )
     out = Path(args.out)
+    written = []
     for pos, aset in sets.items():
         path = aset.save(out / f"activations-{pos.value}")
-        print(f"{pos.value}: {len(aset)} rows x {len(aset.sites)} sites x {aset.acts.shape[-1]} -> {path}")
+        say(args, f"{pos.value}: {len(aset)} rows x {len(aset.sites)} sites x {aset.acts.shape[-1]} -> {path}")
+        written.append({"position": pos.value, "rows": len(aset), "sites": [str(s) for s in aset.sites],
+                        "d_model": int(aset.acts.shape[-1]), "path": str(path)})
+    emit(args, {"sets": written})
     return ExitCode.OK

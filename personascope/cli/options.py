@@ -2,6 +2,8 @@
 
 Every command that loads a model takes the same ``--model --backend --device --dtype --batch-size``
 and ``--quiet`` flags (and ``--judge ...`` where it judges text), with the same names and defaults.
+Every command but ``serve-judge`` takes ``--json``: stdout is then one JSON document (what the
+command produced) and every message meant for a person goes to stderr (`say`, `emit`).
 ``audit`` takes them too, but unset they fall back to the config file's values, so its parents are
 built with ``from_config=True``: defaults of None, and help that says so.
 """
@@ -9,7 +11,9 @@ built with ``from_config=True``: defaults of None, and help that says so.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,6 +131,7 @@ class SharedOptions:
         model: ``--model`` and the flags of ``runtime``.
         quiet: ``--quiet``: no progress bars (model loading included).
         judge: ``--judge --judge-model --judge-url --judge-api-key-env``: the judge of generated text.
+        json: ``--json``: stdout is one JSON document; messages go to stderr.
         from_config: The defaults are None (``audit``: unset flags keep the config's values).
     """
 
@@ -134,6 +139,7 @@ class SharedOptions:
     model: argparse.ArgumentParser
     quiet: argparse.ArgumentParser
     judge: argparse.ArgumentParser
+    json: argparse.ArgumentParser
     from_config: bool = False
 
     @classmethod
@@ -159,23 +165,54 @@ class SharedOptions:
              help_text="for --judge http: the server's base URL, e.g. http://127.0.0.1:8000/v1")
         _add(judge, "--judge-api-key-env", default=j["judge_api_key_env"], metavar="VAR", from_config=from_config,
              help_text="for --judge http: the environment variable holding the API key")
-        return cls(runtime=runtime, model=model, quiet=quiet, judge=judge, from_config=from_config)
+        return cls(runtime=runtime, model=model, quiet=quiet, judge=judge, json=json_option(),
+                   from_config=from_config)
+
+
+def json_option() -> argparse.ArgumentParser:
+    """The parent parser of ``--json``, the same on every command."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout (what the command produced); messages go to stderr")
+    return p
+
+
+def say(args: argparse.Namespace, text: str = "") -> None:
+    """Print a message for a person: on stdout, or on stderr under ``--json`` (stdout is the JSON then)."""
+    print(text, file=sys.stderr if getattr(args, "json", False) else sys.stdout)
+
+
+def emit(args: argparse.Namespace, data: Any) -> None:
+    """Print ``data`` as the command's JSON document on stdout, if ``--json`` was given."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=1, default=str))
 
 
 @contextmanager
 def quiet_loading(quiet: bool) -> Iterator[None]:
-    """Silence the progress bars of ``transformers`` (loading weights) while the block runs, if ``quiet``."""
+    """Silence every progress bar while the block runs, if ``quiet``: ours, transformers' and any library's.
+
+    ``transformers`` (loading weights) has its own switch; every other tqdm bar (a library's, or
+    one a caller forgot to disable) honours ``TQDM_DISABLE``, which tqdm reads per bar.
+    """
     if not quiet:
         yield
         return
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    saved = os.environ.get("TQDM_DISABLE")
     hf_logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
     finally:
-        if was_enabled:  # tests call main() in one process: leave the global setting as it was
+        # tests call main() in one process: leave the global settings as they were
+        if saved is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved
+        if was_enabled:
             hf_logging.enable_progress_bar()
 
 
@@ -202,5 +239,5 @@ def judge_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 __all__ = ["JUDGE_DEFAULTS", "MODEL_DEFAULTS", "VECTOR_HELP", "HelpFormatter", "SharedOptions", "Subparsers",
-           "add_command", "check_out_dir", "judge_overrides", "judge_spec", "load_model", "out_option", "positive_int",
-           "quiet_loading"]
+           "add_command", "check_out_dir", "emit", "json_option", "judge_overrides", "judge_spec", "load_model",
+           "out_option", "positive_int", "quiet_loading", "say"]

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from .exits import ExitCode
-from .options import SharedOptions, Subparsers, add_command, load_model, out_option, positive_int
+from .options import SharedOptions, Subparsers, add_command, emit, load_model, out_option, positive_int, say
 
 
 def register(sub: Subparsers, shared: SharedOptions) -> None:
     """Add the ``localize`` command to ``sub``."""
     p = add_command(sub, "localize", "find the layers where personas separate (probes per layer)",
-                    parents=[shared.model, shared.quiet,
+                    parents=[shared.model, shared.quiet, shared.json,
                              out_option(what="localization.json + PNG/SVG figures", required=True)])
     p.add_argument("--personas", default="builtin",
                    help="'builtin', a folder of persona JSONL files, or one file")
@@ -53,14 +53,16 @@ def run_localize(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "localization.json").write_text(res.model_dump_json(indent=1))
     figures = res.save_plots(out)
-    print("layer  probe acc (95% CI)       control  selectivity  silhouette")
+    say(args, "layer  probe acc (95% CI)       control  selectivity  silhouette")
     for r in res.layers:
-        print(f"{r.layer:>5}  {r.accuracy:.3f} ({r.accuracy_ci[0]:.2f}-{r.accuracy_ci[1]:.2f})     "
+        say(args, f"{r.layer:>5}  {r.accuracy:.3f} ({r.accuracy_ci[0]:.2f}-{r.accuracy_ci[1]:.2f})     "
               f"{r.control_accuracy:.3f}   {r.selectivity:11.3f}  {r.silhouette:10.3f}")
     lo, hi = res.band
-    print(f"\nBest layer {res.best_layer}; personas separate in layers {lo}-{hi} "
+    say(args, f"\nBest layer {res.best_layer}; personas separate in layers {lo}-{hi} "
           f"({res.band_fraction[0]:.2f}-{res.band_fraction[1]:.2f} of depth)")
-    print(f"Wrote {out.resolve() / 'localization.json'}")
+    say(args, f"Wrote {out.resolve() / 'localization.json'}")
     for path in figures:
-        print(f"      {Path(path).resolve()}")
+        say(args, f"      {Path(path).resolve()}")
+    emit(args, {"result": str(out.resolve() / "localization.json"),
+                "figures": [str(Path(f).resolve()) for f in figures], **res.model_dump(mode="json")})
     return ExitCode.OK

@@ -15,10 +15,12 @@ from .options import (
     Subparsers,
     add_command,
     check_out_dir,
+    emit,
     judge_spec,
     load_model,
     out_option,
     positive_int,
+    say,
 )
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 def register(sub: Subparsers, shared: SharedOptions) -> None:
     """Add the ``vector`` command (with its actions) and the top-level ``flag`` command to ``sub``."""
-    model = [shared.model, shared.quiet]
+    model = [shared.model, shared.quiet, shared.json]
     p = add_command(sub, "vector", "persona vectors: extract, steer, monitor, flag")
     p.set_defaults(handler=run_vector_without_action)
     vsub = p.add_subparsers(dest="vector_command", metavar="ACTION")
@@ -125,12 +127,15 @@ def run_extract(args: argparse.Namespace) -> int:
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                 progress=not args.quiet)
     path = ex.vector.save(base)
-    print(f"{spec.name}: kept {ex.kept}/{ex.total} pairs ({ex.note}); vector at {path}")
+    say(args, f"{spec.name}: kept {ex.kept}/{ex.total} pairs ({ex.note}); vector at {path}")
     norms = {k: round(float(v.norm()), 2) for k, v in ex.vector.directions.items()}
-    print("norm per layer:", norms)
+    say(args, f"norm per layer: {norms}")
+    gguf = None
     if args.gguf:
-        print("llama.cpp control vector:", ex.vector.at_layers(range(1, model.n_layers)).to_gguf(
-            base.with_name(stem + ".gguf")))
+        gguf = ex.vector.at_layers(range(1, model.n_layers)).to_gguf(base.with_name(stem + ".gguf"))
+        say(args, f"llama.cpp control vector: {gguf}")
+    emit(args, {"trait": spec.name, "kept": ex.kept, "total": ex.total, "note": ex.note, "vector": str(path),
+                "norms": norms, "gguf": str(gguf) if gguf is not None else None})
     return ExitCode.OK
 
 
@@ -141,10 +146,13 @@ def run_steer(args: argparse.Namespace) -> int:
     vec = PersonaVector.load(args.vector)
     model = load_model(args)
     prompt = [model.format_chat(user=args.prompt, system=args.system)]
-    print("unsteered:", model.generate(prompt, args.max_new_tokens, progress=False)[0])
+    plain = model.generate(prompt, args.max_new_tokens, progress=False)[0]
+    say(args, f"unsteered: {plain}")
     with vec.apply(model, args.coeff, args.layer, force=args.force):
-        print(f"steered (layer {args.layer}, coeff {args.coeff:+}):",
-              model.generate(prompt, args.max_new_tokens, progress=False)[0])
+        steered = model.generate(prompt, args.max_new_tokens, progress=False)[0]
+    say(args, f"steered (layer {args.layer}, coeff {args.coeff:+}): {steered}")
+    emit(args, {"vector": str(args.vector), "layer": args.layer, "coeff": args.coeff, "prompt": args.prompt,
+                "system": args.system, "unsteered": plain, "steered": steered})
     return ExitCode.OK
 
 
@@ -190,7 +198,9 @@ def run_monitor(args: argparse.Namespace) -> int:
     (out / "monitor.json").write_text(json.dumps({**meta, "position": "last", "scores": rows}, indent=1))
     _histogram_png(scores, out / "monitor.png", f"Projection on {vec.name} (layer {args.layer})",
                    "projection of the last prompt token")
-    print(f"mean projection {scores.mean():+.3f} over {len(scores)} prompts; wrote {out / 'monitor.json'}")
+    say(args, f"mean projection {scores.mean():+.3f} over {len(scores)} prompts; wrote {out / 'monitor.json'}")
+    emit(args, {"mean_projection": float(scores.mean()), "n": len(scores), "result": str(out / "monitor.json"),
+                "figure": str(out / "monitor.png")})
     return ExitCode.OK
 
 
@@ -216,9 +226,11 @@ def run_vector_flag(args: argparse.Namespace) -> int:
                                                indent=1, ensure_ascii=False))
     _histogram_png(res.scores, out / "flags.png", f"Projection difference on {vec.name} (layer {args.layer})",
                    "sample minus own response, projected")
-    print(f"dataset score {res.dataset_score:+.3f} (mean projection difference); top samples:")
+    say(args, f"dataset score {res.dataset_score:+.3f} (mean projection difference); top samples:")
     for row in ranked[: args.top]:
-        print(f"  #{row['index']:<5} {row['score']:+8.3f}  {row['response'][:80]!r}")
+        say(args, f"  #{row['index']:<5} {row['score']:+8.3f}  {row['response'][:80]!r}")
+    emit(args, {"dataset_score": res.dataset_score, "top": ranked[: args.top], "result": str(out / "flags.json"),
+                "figure": str(out / "flags.png")})
     return ExitCode.OK
 
 
@@ -240,9 +252,11 @@ def run_flag(args: argparse.Namespace) -> int:
     res["source"] = str(args.data)
     (out / "flags.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
     auroc = f"; AUROC {res['auroc']:.3f} for label trait={res['trait']!r}" if res["auroc"] is not None else ""
-    print(f"{res['n']} samples, trait {res['trait']!r}, layer {res['layer']}: dataset score "
-          f"{res['dataset_score']:+.3f}{auroc}")
+    say(args, f"{res['n']} samples, trait {res['trait']!r}, layer {res['layer']}: dataset score "
+              f"{res['dataset_score']:+.3f}{auroc}")
     for row in res["ranked"][: args.top]:
-        print(f"  #{row['index']:<5d} {row['score']:+8.3f}  {row['user'][:60]!r} -> {row['response'][:80]!r}")
-    print(f"wrote {out / 'flags.json'}")
+        say(args, f"  #{row['index']:<5d} {row['score']:+8.3f}  {row['user'][:60]!r} -> {row['response'][:80]!r}")
+    say(args, f"wrote {out / 'flags.json'}")
+    emit(args, {k: v for k, v in res.items() if k not in ("ranked", "model")} | {
+        "top": res["ranked"][: args.top], "result": str(out / "flags.json")})
     return ExitCode.OK

@@ -46,11 +46,12 @@ class ContrastJudge(Judge):
         return {"refusal": REFUSAL, "trait": TRAIT}
 
     def __init__(self, model: ModelAdapter, *, temperature: float = 0.25, batch_size: int = 16,
-                 center: float = 0.0) -> None:
+                 center: float = 0.0, progress: bool = False) -> None:
         self.model = model
         self.temperature = temperature
         self.batch_size = batch_size
         self.center = center
+        self.progress = progress  # a bar per rating call (not part of the identity: it changes no rating)
 
     @property
     def identity(self) -> JudgeIdentity:
@@ -86,7 +87,8 @@ class ContrastJudge(Judge):
                for q, i in zip(questions, todo, strict=True)]
         neg = [self.model.format_chat(user=q, system=neg_t.format(target=items[i].target or ""))
                for q, i in zip(questions, todo, strict=True)]
-        lp = self.model.logprobs(pos + neg, texts + texts, reduce="mean", batch_size=self.batch_size)
+        lp = self.model.logprobs(pos + neg, texts + texts, reduce="mean", batch_size=self.batch_size,
+                                 progress=self.progress)
         n = len(todo)
         for k, i in enumerate(todo):
             d = float(lp[k] - lp[n + k])

@@ -37,12 +37,13 @@ class JudgeSpec(BaseModel):
     retry_budget: float = Field(300.0, ge=0, description="HTTP judge: seconds of retries per run, all items.")
 
 
-def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter) -> Judge | None:
+def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter, *, progress: bool = False) -> Judge | None:
     """The judge ``spec`` describes, rating with ``model`` unless the spec names another (None for ``none``).
 
     Args:
         spec: A `JudgeSpec`, a kind name (``"contrast"``, ``"none"``, ...) or None (the default judge).
         model: The subject model (the judge model unless ``spec.model`` names one).
+        progress: A model judge shows a progress bar while it rates.
     """
     if spec is None:
         spec = JudgeSpec()
@@ -67,10 +68,10 @@ def make_judge(spec: JudgeSpec | str | None, model: ModelAdapter) -> Judge | Non
     if spec.kind == "logprob":
         from .logprob import LogProbJudge
 
-        return LogProbJudge(judge_model, batch_size=spec.batch_size)
+        return LogProbJudge(judge_model, batch_size=spec.batch_size, progress=progress)
     from .contrast import ContrastJudge
 
-    return ContrastJudge(judge_model, temperature=spec.temperature, batch_size=spec.batch_size)
+    return ContrastJudge(judge_model, temperature=spec.temperature, batch_size=spec.batch_size, progress=progress)
 
 
 __all__ = ["JUDGE_KINDS", "JudgeSpec", "make_judge"]

@@ -43,8 +43,10 @@ class LogProbJudge(Judge):
         min_valid_mass: float = 0.25,
         calibrate: bool = False,
         batch_size: int = 16,
+        progress: bool = False,
     ) -> None:
         self.model = model
+        self.progress = progress  # a bar per rating call (not part of the identity: it changes no rating)
         self.system = system
         self.min_valid_mass = min_valid_mass
         self.calibrate = calibrate
@@ -104,7 +106,7 @@ class LogProbJudge(Judge):
         prompts = [self.prompt(it, rubric) for it in items]
         if self.calibrate:
             prompts.append(self.prompt(Item(text="N/A", question="N/A", target="N/A"), rubric))
-        probs = self.model.next_token_logprobs(prompts, batch_size=self.batch_size).exp()
+        probs = self.model.next_token_logprobs(prompts, batch_size=self.batch_size, progress=self.progress).exp()
         prior = None
         if self.calibrate:
             prior = [max(float(probs[-1][ids].sum()), 1e-9) for ids in opt_ids]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..extras import requires
 
 __all__ = [
     "DEFAULT_ENTITIES",
@@ -115,7 +116,7 @@ def analyzer() -> Any:
     _offline_tldextract()
     # tldextract reads this variable once, when it is imported (presidio's e-mail recognizer imports
     # it): an empty URL list makes it use its bundled suffix-list snapshot instead of the network.
-    with _env_default("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", ""):
+    with _env_default("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", ""), requires("pii", "PII detection (presidio)"):
         import spacy
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import SpacyNlpEngine

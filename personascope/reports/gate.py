@@ -29,6 +29,7 @@ usage or data error (bad policy, unreadable results). Nothing here imports torch
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import sys
 import tomllib
@@ -527,13 +528,16 @@ def evaluate(run: RunResults, policy: Policy, baseline: RunResults | None = None
 # ------------------------------------------------------------------------------------------ CLI
 def gate_main(results_path: str | Path, policy_path: str | Path, junit_path: str | Path | None = None,
               baseline_path: str | Path | None = None, *, verbose: bool = False,
-              stream: IO[str] | None = None) -> int:
+              stream: IO[str] | None = None, json_out: bool = False) -> int:
     """Run the gate as a CI step: 0 pass, 1 a blocking check failed, 2 usage or data error.
 
     Prints the verdict and a table of what failed and why (every check with ``verbose``) to
     ``stream`` (stdout); errors go to stderr. ``junit_path`` also writes JUnit XML for CI test views.
+    With ``json_out`` the stream gets one JSON document instead (the outcome with every check, its
+    ``passed`` verdict, counts per status and the exit code) and the text table goes to stderr.
     """
     out = stream or sys.stdout
+    text = sys.stderr if json_out else out
     try:
         policy = load_policy(policy_path)
         run = RunResults.load(results_path)
@@ -542,9 +546,9 @@ def gate_main(results_path: str | Path, policy_path: str | Path, junit_path: str
         print(f"personascope gate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     outcome = evaluate(run, policy, base, str(baseline_path) if baseline_path is not None else None)
-    print(outcome.to_text(all_checks=verbose), file=out)
+    print(outcome.to_text(all_checks=verbose), file=text)
     if baseline_path is not None and not any(c.kind == "baseline" for c in outcome.checks):
-        print("note: the baseline has no metric with a direction (higher_is_worse) to compare", file=out)
+        print("note: the baseline has no metric with a direction (higher_is_worse) to compare", file=text)
     if junit_path is not None:
         from .junit import write_junit
 
@@ -553,7 +557,11 @@ def gate_main(results_path: str | Path, policy_path: str | Path, junit_path: str
         except OSError as exc:
             print(f"personascope gate: error: cannot write JUnit XML {junit_path}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    return EXIT_PASS if outcome.passed else EXIT_FAIL
+    code = EXIT_PASS if outcome.passed else EXIT_FAIL
+    if json_out:
+        print(json.dumps({**outcome.model_dump(mode="json"), "passed": outcome.passed, "counts": outcome.counts(),
+                          "exit_code": code, "results": str(results_path)}, indent=1), file=out)
+    return code
 
 
 __all__ = ["EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "BaselinePolicy", "Check", "GateOutcome", "Policy", "Rule",

@@ -106,7 +106,7 @@ CSS = """
 .psc ul.findings li.sev-critical,.psc ul.findings li.sev-high{border-left-color:#c0391b}
 .psc ul.findings li.sev-medium{border-left-color:#e08a00}.psc ul.findings li.sev-low{border-left-color:#8aa626}
 .psc ul.findings li.sev-info{border-left-color:#3b82c4}
-.psc .detail{color:#333;margin-top:2px}.psc .ref{font-size:12px;color:var(--muted)}
+.psc .detail{color:#333;margin-top:2px}.psc .ref{font-size:12px;color:var(--muted)}.psc .worse{color:#b42318}
 .psc figure{margin:10px 0 18px}.psc figcaption{font-size:12.5px;color:var(--muted);margin-top:2px}
 .psc svg.chart{display:block}
 .psc details{margin:8px 0;border:1px solid var(--line);border-radius:4px;padding:6px 10px}
@@ -150,11 +150,51 @@ def _ci(m: Metric) -> str:
     return f"[{_num(m.ci_low)}, {_num(m.ci_high)}]"
 
 
-def _metric_inline(m: Metric) -> str:
-    """``key = value [lo, hi] unit``, for the summary and findings."""
+def _metric_inline(m: Metric, ref: str = "") -> str:
+    """``key = value [lo, hi] unit``, for the summary and findings; ``ref`` (HTML) is its reference."""
     ci = f" {_ci(m)}" if m.ci_low is not None or m.ci_high is not None else ""
     unit = f" {_e(m.unit)}" if m.unit else ""
-    return f"<code>{_e(m.key)}</code> = {_num(m.value)}{ci}{unit}"
+    return f"<code>{_e(m.key)}</code> = {_num(m.value)}{ci}{unit}" + (f' <span class="ref">{ref}</span>' if ref else "")
+
+
+#: (audit, metric key) -> the metric's references as HTML: the policy's thresholds, the baseline's value.
+Refs = dict[tuple[str, str], str]
+
+
+def metric_references(run: RunResults, gate: GateOutcome | None, baseline: RunResults | None = None) -> Refs:
+    """What each metric is read against: the policy's threshold checks (with their status) and the baseline.
+
+    A threshold reads ``max 0.2 FAIL`` (``checked 0.31`` when the rule reads a CI end, not the value);
+    a baseline reads ``baseline 0.30, change +0.10`` for every metric the baseline run also has,
+    gated or not, so that a reader sees what moved.
+    """
+    parts: dict[tuple[str, str], list[str]] = {}
+    for c in gate.checks if gate is not None else []:
+        if c.kind != "threshold" or c.threshold is None:
+            continue
+        a = run.audit_or_none(c.audit)
+        m = a.metrics_by_key().get(c.metric) if a is not None else None
+        checked = (f" checked {_e(value_label(c.observed))}" if c.observed is not None and m is not None
+                   and m.value is not None and abs(c.observed - m.value) > 1e-12 else "")
+        bound = "min" if c.op == ">=" else "max"
+        parts.setdefault((c.audit, c.metric), []).append(
+            f"policy {bound} {_e(value_label(c.threshold))}{checked} {_status_badge(c.status)}")
+    if baseline is not None:
+        for a in run.audits:
+            old = baseline.audit_or_none(a.audit)
+            if old is None:
+                continue
+            before = old.metrics_by_key()
+            for m in a.metrics:
+                b = before.get(m.key)
+                if b is None or b.value is None or m.value is None:
+                    continue
+                change = m.value - b.value
+                worse = (m.higher_is_worse is True and change > 0) or (m.higher_is_worse is False and change < 0)
+                sign = "+" if change >= 0 else ""
+                text = f"baseline {_e(value_label(b.value))}, change {sign}{_e(value_label(change))}"
+                parts.setdefault((a.audit, m.key), []).append(f'<span class="worse">{text}</span>' if worse else text)
+    return {k: " &middot; ".join(v) for k, v in parts.items()}
 
 
 def badge(level: str) -> str:
@@ -248,21 +288,21 @@ def key_metrics(a: AuditResult, limit: int = 3) -> list[Metric]:
     return out[:limit]
 
 
-def _findings_html(a: AuditResult) -> str:
+def _findings_html(a: AuditResult, refs: Refs | None = None) -> str:
     if not a.findings:
         return '<p class="muted">No findings.</p>'
     by_key = a.metrics_by_key()
     items = []
     for f in sorted(a.findings, key=lambda f: -SEVERITY_ORDER[f.severity]):  # stable: keeps audit order in a level
-        items.append(_finding_item(f, by_key))
+        items.append(_finding_item(f, by_key, (refs or {}).get((a.audit, f.metric or ""), "")))
     return f'<ul class="findings">{"".join(items)}</ul>'
 
 
-def _finding_item(f: Finding, by_key: dict[str, Metric]) -> str:
+def _finding_item(f: Finding, by_key: dict[str, Metric], ref: str = "") -> str:
     refs = []
     if f.metric:
         m = by_key.get(f.metric)
-        refs.append(_metric_inline(m) if m is not None else f"<code>{_e(f.metric)}</code>")
+        refs.append(_metric_inline(m, ref) if m is not None else f"<code>{_e(f.metric)}</code>")
     if f.subject:
         refs.append(f"subject: {_e(f.subject)}")
     detail = f'<div class="detail">{_e(f.detail)}</div>' if f.detail else ""
@@ -270,22 +310,26 @@ def _finding_item(f: Finding, by_key: dict[str, Metric]) -> str:
     return f'<li class="sev-{_e(f.severity)}">{badge(f.severity)} <b>{_e(f.title)}</b>{detail}{ref}</li>'
 
 
-def _metrics_html(a: AuditResult) -> str:
+def _metrics_html(a: AuditResult, refs: Refs | None = None) -> str:
     if not a.metrics:
         return '<p class="muted">No metrics.</p>'
     cited = {f.metric for f in a.findings if f.metric}
+    mine = {k: v for (audit, k), v in (refs or {}).items() if audit == a.audit}
     rows = []
     for m in a.metrics:
         direction = {True: "higher is worse", False: "lower is worse", None: ""}[m.higher_is_worse]
         unit = f" {_e(m.unit)}" if m.unit else ""
         flag = ' class="flag"' if m.key in cited else ""
+        ref = f"<td>{mine.get(m.key, '')}</td>" if mine else ""
         rows.append(
             f"<tr{flag}><td><code>{_e(m.name)}</code></td>"
             f"<td>{_e(m.group)}</td><td class=\"num\">{_num(m.value)}{unit}</td><td class=\"num\">{_ci(m)}</td>"
+            f"{ref}"
             f'<td class="num">{"" if m.n is None else m.n}</td><td class="muted">{direction}</td>'
             f"<td>{_e(m.description)}</td></tr>")
     head = ('<thead><tr><th>metric</th><th>group</th><th class="num">value</th><th class="num">95% CI</th>'
-            '<th class="num">n</th><th>direction</th><th>description</th></tr></thead>')
+            + ("<th>reference (policy, baseline)</th>" if mine else "")
+            + '<th class="num">n</th><th>direction</th><th>description</th></tr></thead>')
     return f'<div class="scroll"><table>{head}<tbody>{"".join(rows)}</tbody></table></div>'
 
 
@@ -311,9 +355,13 @@ def _table_html(t: Table) -> str:
 
 
 def _examples_html(a: AuditResult) -> str:
-    if not a.examples:
+    if not a.examples and not a.samples_file:
         return ""
+    href = _e(a.samples_file or "")
     items = []
+    if a.samples_file:
+        items.append(f'<p class="muted">Every scored item ({a.n_samples}): <a href="{href}">{href}</a> (JSON lines: '
+                     "prompt, output, score, judge, redaction flag; private values redacted as here).</p>")
     for x in a.examples:
         head = []
         if x.subject:
@@ -323,6 +371,8 @@ def _examples_html(a: AuditResult) -> str:
             head.append(f"score <code>{score}</code>")
         if x.redacted:
             head.append('<span class="tag">redacted</span>')
+        if x.sample is not None and a.samples_file:
+            head.append(f'record <a href="{href}" title="{_e(x.sample)}"><code>{_e(x.sample)}</code></a>')
         parts = [f'<div>{" &middot; ".join(head)}</div>' if head else ""]
         if x.prompt:
             parts.append(f'<div class="label">Prompt</div><pre>{_e(x.prompt)}</pre>')
@@ -330,7 +380,8 @@ def _examples_html(a: AuditResult) -> str:
         if x.note:
             parts.append(f'<div class="muted">{_e(x.note)}</div>')
         items.append(f'<div class="example">{"".join(parts)}</div>')
-    return (f"<details><summary>Examples ({len(a.examples)}) &mdash; model text, shown as written</summary>"
+    return (f"<details><summary>Examples ({len(a.examples)} of {a.n_samples or len(a.examples)} scored items) "
+            "&mdash; model text, shown as written</summary>"
             f'{"".join(items)}</details>')
 
 
@@ -639,8 +690,11 @@ def _section_end(a: AuditResult, with_provenance: bool) -> str:
 
 # ------------------------------------------------------------------------------------- one audit, any kind
 def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_provenance: bool,
-                   power: Metric | None = None, validity_anchor: str = "") -> str:
-    """One audit's section; ``power`` (the validity result's ``power[<audit>]``) adds its validity badge."""
+                   power: Metric | None = None, validity_anchor: str = "", refs: Refs | None = None) -> str:
+    """One audit's section; ``power`` (the validity result's ``power[<audit>]``) adds its validity badge.
+
+    ``refs`` (`metric_references`) puts each metric's policy threshold and baseline value beside it.
+    """
     if a.kind == "validity":
         return _validity_section(a, anchor, gate, with_provenance)
     kind = "interpretability" if a.kind == "interpretability" else "risk audit"
@@ -665,10 +719,10 @@ def _audit_section(a: AuditResult, anchor: str, gate: GateOutcome | None, with_p
         bad = [c for c in checks if c.status != "pass"]
         if bad:
             parts.append(f"<h3>Release gate</h3>{_gate_checks_table(bad)}")
-    parts.append(f"<h3>Findings</h3>{_findings_html(a)}")
+    parts.append(f"<h3>Findings</h3>{_findings_html(a, refs)}")
     if a.controls:
         parts.append(f"<h3>Controls</h3>{_controls_html(a)}")
-    parts.append(f"<h3>Metrics</h3>{_metrics_html(a)}")
+    parts.append(f"<h3>Metrics</h3>{_metrics_html(a, refs)}")
     if a.plots:
         parts.append("<h3>Figures</h3>" + "".join(_plot_html(p) for p in a.plots))
     if a.tables:
@@ -696,10 +750,12 @@ def _gate_cell(gate: GateOutcome, audit: str) -> str:
 
 
 def _summary_section(run: RunResults, audits: list[AuditResult], anchors: dict[int, str],
-                     gate: GateOutcome | None, power: dict[str, Metric]) -> str:
+                     gate: GateOutcome | None, power: dict[str, Metric], refs: Refs | None = None) -> str:
     rows = []
+    refs = refs or {}
     for a in audits:
-        keys = "<br>".join(_metric_inline(m) for m in key_metrics(a)) or '<span class="muted">&mdash;</span>'
+        keys = ("<br>".join(_metric_inline(m, refs.get((a.audit, m.key), "")) for m in key_metrics(a))
+                or '<span class="muted">&mdash;</span>')
         gate_td = f"<td>{_gate_cell(gate, a.audit)}</td>" if gate is not None else ""
         pw = power.get(a.audit) if a.kind != "validity" else None
         rows.append(f'<tr><td><a href="#{_e(anchors[id(a)])}">{_e(a.title or a.audit)}</a><br>'
@@ -824,8 +880,9 @@ def _header(run: RunResults, gate: GateOutcome | None, power: dict[str, Metric],
             f"{_low_power_html(run.audits, power, validity_anchor)}</header>")
 
 
-def _body(run: RunResults, gate: GateOutcome | None) -> str:
+def _body(run: RunResults, gate: GateOutcome | None, baseline: RunResults | None = None) -> str:
     audits = ordered_audits(run.audits)
+    refs = metric_references(run, gate, baseline)
     used: set[str] = set()
     anchors = {id(a): _slug(a.audit, used) for a in audits}
     power = power_by_audit(audits)
@@ -837,35 +894,49 @@ def _body(run: RunResults, gate: GateOutcome | None) -> str:
             for a in audits]
     nav.append('<a href="#methods">Methods &amp; provenance</a>')
     sections = "".join(_audit_section(a, anchors[id(a)], gate, False,
-                                      power.get(a.audit) if a.kind != "validity" else None, validity_anchor)
+                                      power.get(a.audit) if a.kind != "validity" else None, validity_anchor, refs)
                        for a in audits)
     version = run.versions.get("personascope", "")
     footer = (f"<footer>Written by personascope {_e(version)} from the run's results "
               f"(config hash <code>{_e(run.config_hash)}</code>). All model and user text is shown escaped, "
               f"as written; examples may contain offensive or private-looking text produced by the model.</footer>")
     return (f'{_header(run, gate, power, validity_anchor)}<nav class="toc">{" ".join(nav)}</nav>'
-            f"{_summary_section(run, audits, anchors, gate, power)}"
+            f"{_baseline_note(baseline)}{_summary_section(run, audits, anchors, gate, power, refs)}"
             f"{_gate_section(gate) if gate is not None else ''}{sections}{_methods_section(run, audits)}{footer}")
 
 
-def render_report(run: RunResults, gate: GateOutcome | None = None) -> str:
+def _baseline_note(baseline: RunResults | None) -> str:
+    if baseline is None:
+        return ""
+    model = baseline.model_info
+    what = f"model <code>{_e(model.id)}</code> <code>{_e(model.fingerprint[:12])}</code>, " if model else ""
+    return (f'<p class="muted">Baseline: each metric the baseline run also has shows its value there and the change '
+            f"(red: in the worse direction). Baseline run {_e(baseline.name)} ({what}started "
+            f"{_e(baseline.started)}).</p>")
+
+
+def render_report(run: RunResults, gate: GateOutcome | None = None, baseline: RunResults | None = None) -> str:
     """The self-contained HTML report of ``run`` (and of its gate outcome, when given) as one string.
 
-    Same run (in memory or read back from ``results.json``), same bytes: nothing here reads the clock.
+    Beside each key metric stand its references: the policy's threshold (with ``gate``) and the
+    baseline run's value and the change (with ``baseline``). Same run (in memory or read back from
+    ``results.json``), same bytes: nothing here reads the clock.
     """
     run, gate = _canonical_run(run), _canonical_gate(gate)
+    baseline = _canonical_run(baseline) if baseline is not None else None
     model = run.model_info
     title = run.name or f"personascope report{f': {model.id}' if model is not None else ''}"
     return ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{_e(title)}</title>\n<style>\n{CSS}\nbody{{margin:0;background:#fff}}\n</style>\n</head>\n"
-            f'<body>\n<div class="psc">\n{_body(run, gate)}\n</div>\n</body>\n</html>\n')
+            f'<body>\n<div class="psc">\n{_body(run, gate, baseline)}\n</div>\n</body>\n</html>\n')
 
 
-def render_run_fragment(run: RunResults, gate: GateOutcome | None = None) -> str:
+def render_run_fragment(run: RunResults, gate: GateOutcome | None = None, baseline: RunResults | None = None) -> str:
     """The report as an embeddable ``<div>`` with its scoped style (for Jupyter)."""
     run, gate = _canonical_run(run), _canonical_gate(gate)
-    return f'<div class="psc"><style>{CSS}</style>{_body(run, gate)}</div>'
+    baseline = _canonical_run(baseline) if baseline is not None else None
+    return f'<div class="psc"><style>{CSS}</style>{_body(run, gate, baseline)}</div>'
 
 
 def render_audit_fragment(result: AuditResult) -> str:
@@ -875,14 +946,15 @@ def render_audit_fragment(result: AuditResult) -> str:
             f"{_audit_section(result, _slug(result.audit, set()), None, with_provenance=True)}</div>")
 
 
-def write_report(run: RunResults, out_dir: str | Path, gate: GateOutcome | None = None) -> tuple[Path, Path]:
-    """Write ``results.json`` and ``report.html`` into ``out_dir``; the paths written."""
+def write_report(run: RunResults, out_dir: str | Path, gate: GateOutcome | None = None,
+                 baseline: RunResults | None = None) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``report.html`` into ``out_dir`` (``baseline``: shown beside each metric)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = run.save(out / RESULTS_FILE)
     report = out / REPORT_FILE
     tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text(render_report(run, gate), encoding="utf-8")
+    tmp.write_text(render_report(run, gate, baseline), encoding="utf-8")
     tmp.replace(report)
     return results, report
 

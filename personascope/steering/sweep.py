@@ -124,6 +124,8 @@ class SweepResult:
     chosen_layer: int | None
     judge: dict[str, Any] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    #: Every judged generation: layer, coeff, index, question, response, trait (None when invalid).
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def effect(self, layer: int) -> float:
         """Trait score at the largest positive coefficient minus unsteered (coefficient 0).
@@ -220,6 +222,7 @@ def sweep(
     shape = (len(layers), len(coeffs))
     t_m, t_l, t_h, c_m, c_l, c_h = (np.full(shape, np.nan) for _ in range(6))
     kind, examples = "", []
+    samples: list[dict[str, Any]] = []
     base_texts: list[str] | None = None
     total = len(layers) * len(coeffs)
     with tqdm(total=total, desc=f"sweep {spec.name}", disable=not progress, leave=False) as bar:
@@ -246,6 +249,9 @@ def sweep(
                     kind = "fluency (nats/token under the unsteered model)"
                     vals = list(fluency(model, prompts, texts, batch_size=batch_size))
                 c_m[j, c_i], c_l[j, c_i], c_h[j, c_i] = bootstrap_mean_ci(vals, seed=seed)
+                samples += [{"layer": k, "coeff": c, "index": i, "question": q, "response": t,
+                             "trait": r.value if r.valid else None}
+                            for i, (q, t, r) in enumerate(zip(questions, texts, tr, strict=True))]
                 if c_i in (0, len(coeffs) - 1):
                     examples.append({"layer": k, "coeff": c, "question": questions[0], "response": texts[0],
                                      "trait": tr[0].value})
@@ -255,4 +261,4 @@ def sweep(
     effects = t_m[:, -1] - t_m[:, coeffs.index(0.0)]
     chosen = layers[max(ok, key=lambda j: effects[j])] if ok else None
     return SweepResult(spec.name, layers, coeffs, t_m, t_l, t_h, c_m, c_l, c_h, kind, norms, chosen,
-                       judge.identity.model_dump(mode="json"), examples)
+                       judge.identity.model_dump(mode="json"), examples, samples)

@@ -311,6 +311,9 @@ class RefusalShift:
     # own yes/no push, kept apart from the refusal score so a reader can see whether they move together.
     yes_no: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     baseline_yes_no: float = float("nan")
+    #: Per (condition, request): a row with the refusal-score change and, when answers are generated,
+    #: a row with the greedy answer and its judged refusal (the audit's per-sample records).
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -359,15 +362,19 @@ def measure_refusal_shift(
     base = opener_scores(model, prompts, openers=openers, batch_size=batch_size)
     judge = RefusalJudge()
 
-    def rate(texts: list[str]) -> tuple[float, float, float]:
-        hits = sum(int(r.value or 0) for r in judge.rate([Item(text=t) for t in texts], REFUSAL))
-        lo, hi = wilson(hits, len(texts))
-        return hits / len(texts), lo, hi
+    samples: list[dict[str, Any]] = []
+
+    def rate(name: str, texts: list[str]) -> tuple[float, float, float]:
+        flags = [int(r.value or 0) for r in judge.rate([Item(text=t) for t in texts], REFUSAL)]
+        samples.extend({"condition": name, "index": i, "request": h, "response": t, "refused": f}
+                       for i, (h, t, f) in enumerate(zip(harmful, texts, flags, strict=True)))
+        lo, hi = wilson(sum(flags), len(texts))
+        return sum(flags) / len(texts), lo, hi
 
     rates: dict[str, tuple[float, float, float]] = {}
     if generate_tokens:
-        rates["(unsteered)"] = rate(generate(model, prompts, generate_tokens, batch_size=batch_size,
-                                             progress=progress))
+        rates["(unsteered)"] = rate("(unsteered)", generate(model, prompts, generate_tokens, batch_size=batch_size,
+                                                            progress=progress))
     predicted, measured, yes_no = {}, {}, {}
     for name, vec in tqdm(vectors.items(), desc="refusal shift", disable=not progress, leave=False):
         v = vec.at(layer) - control.at(layer) if control is not None else vec.at(layer)
@@ -376,11 +383,13 @@ def measure_refusal_shift(
         with model.steer(steer):
             shifted = opener_scores(model, prompts, openers=openers, batch_size=batch_size)
         measured[name] = bootstrap_mean_ci(list(shifted.refusal - base.refusal), seed=seed)
+        samples.extend({"condition": name, "index": i, "request": h, "refusal_score_shift": float(d)}
+                           for i, (h, d) in enumerate(zip(harmful, shifted.refusal - base.refusal, strict=True)))
         yes_no[name] = bootstrap_mean_ci(list(shifted.yes_no - base.yes_no), seed=seed)
         if generate_tokens:
-            rates[name] = rate(generate(model, prompts, generate_tokens, steer=steer, batch_size=batch_size,
-                                        progress=False))
+            rates[name] = rate(name, generate(model, prompts, generate_tokens, steer=steer, batch_size=batch_size,
+                                              progress=False))
     names = list(vectors)
     r = pearson_ci([predicted[k] for k in names], [measured[k][0] for k in names])
     return RefusalShift(layer, coeff, float(base.refusal.mean()), predicted, measured, rates, r,
-                        control.name if control is not None else None, yes_no, float(base.yes_no.mean()))
+                        control.name if control is not None else None, yes_no, float(base.yes_no.mean()), samples)
