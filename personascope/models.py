@@ -532,3 +532,42 @@ def _alias_files(alias: Alias) -> list[Path] | None:
             return None
         files.extend(sorted((pdir / "data").glob("*.gguf.part*")))
     return files or None
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The tokenizer (with its chat template) of a model spec, without loading weights (offline by default)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(spec).expanduser()
+    if (folder / "tokenizer_config.json").is_file():  # a tokenizer saved alone (no weights) is enough
+        resolved = ResolvedModel(spec, "dir", str(folder))
+    else:
+        resolved = resolve(spec)
+    try:
+        if resolved.kind == "gguf":
+            gguf = Path(resolved.path)
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        return AutoTokenizer.from_pretrained(resolved.path, local_files_only=resolved.kind == "dir" or hub_offline())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelNotFoundError(f"Cannot load the tokenizer of {spec!r} ({_one_line(exc)}); give a local folder, "
+                                 ".gguf file or alias whose chat template is the served model's") from None
+
+
+def load_served(url: str, served_model: str | None, *, tokenizer: str | Any = None, system_prompt: str | None = None,
+                concurrency: int = 4, batch_size: int = 16) -> Any:
+    """A `ServedModel` for the OpenAI-compatible API at ``url`` (``--model http://host:port/v1``).
+
+    Args:
+        url: API root.
+        served_model: The model's name on the server (``--served-model``).
+        tokenizer: A spec (alias, folder, .gguf) or tokenizer with the served model's chat template: prompts
+            are rendered locally and log-prob scoring is possible. None: chat mode, generation only.
+        system_prompt: The deployment's own system prompt (``--system-prompt-file``).
+        concurrency: Requests in flight at most.
+        batch_size: Kept for the adapter interface.
+    """
+    from .backends.served import ServedModel
+
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    return ServedModel(url, served_model or "", tokenizer=tok, system_prompt=system_prompt,
+                       concurrency=concurrency, batch_size=batch_size)

@@ -59,6 +59,12 @@ class RunConfig(BaseModel):
     baseline: str | None = Field(None, description="A previous results.json: its value and the change stand beside "
                                                    "each metric of the report; with a policy, regressions are gated.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    served_model: str | None = Field(None, description="With model = an http(s) API root: the model's name there.")
+    tokenizer: str | None = Field(None, description="Served model: alias/folder/.gguf with its chat template; "
+                                                    "prompts go to /completions and log-prob audits can run.")
+    system_prompt_file: str | None = Field(None, description="Served model: the deployment's system prompt "
+                                                             "(a text file); every persona is layered after it.")
+    concurrency: int = Field(4, ge=1, description="Served model: requests in flight at most.")
     audits: dict[str, dict[str, Any]] = Field(default_factory=lambda: _default_audits())
 
     def audit_objects(self) -> list[Any]:
@@ -217,6 +223,12 @@ def _run_one(audit: Any, run: RunResults, out: Path, model: ModelAdapter, judge:
                 log(f"[{audit.name}] finished earlier, reusing {path}")
         except DataError:
             pass
+    lacking = audit.missing_capabilities(model) if result is None else []
+    if lacking:
+        run.errors[audit.name] = (f"skipped: needs {', '.join(lacking)} from the model; {model.info.id} is served "
+                                  "over HTTP (text and log-probs only): run it on local weights")
+        log(f"[{audit.name}] skipped: needs {', '.join(lacking)} (a served model)")
+        return
     if result is None and judge is None and audit.judge_required:
         run.errors[audit.name] = (f"skipped: needs a model judge ({audit.judge_use}); the run has --judge none")
         log(f"[{audit.name}] skipped: needs a model judge")
@@ -257,23 +269,47 @@ def run_audits(
     on the same model) are kept in results.json, so ``audit bias --out d`` then ``audit leakage --out d``
     gives both. ``fresh``: this run's audits only, none reused (the files on disk are left as they are).
     """
+    from .backends.base import capabilities
+    from .backends.served import is_url
     from .extras import check_extra
-    from .models import BACKEND_EXTRAS, load_model
+    from .models import BACKEND_EXTRAS, load_model, load_served
     from .reports import write_report
 
     out = Path(cfg.out)
     audits = cfg.audit_objects()
     base = RunResults.load(cfg.baseline) if cfg.baseline else None  # a bad file fails before any model work
     check_audit_extras(audits)
-    if model is None and cfg.backend in BACKEND_EXTRAS:
+    served = model is None and is_url(cfg.model)
+    system_prompt = None
+    if served and cfg.system_prompt_file:
+        try:
+            system_prompt = Path(cfg.system_prompt_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"Cannot read the system prompt file {cfg.system_prompt_file}: {exc.strerror}; "
+                             "give a text file (--system-prompt-file)") from None
+    if served and not cfg.served_model:
+        raise UsageError(f"{cfg.model} is a served model: name it with --served-model NAME (GET /v1/models)")
+    if model is None and not served and cfg.backend in BACKEND_EXTRAS:
         check_extra(BACKEND_EXTRAS[cfg.backend], f"the {cfg.backend} backend")
     (out / "audits").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     started = now_iso()
-    if model is None:
+    if served:
+        log(f"auditing {cfg.served_model} served at {cfg.model} ...")
+        model = load_served(cfg.model, cfg.served_model, tokenizer=cfg.tokenizer, system_prompt=system_prompt,
+                            concurrency=cfg.concurrency, batch_size=cfg.batch_size)
+    elif model is None:
         log(f"loading {cfg.model} ({cfg.backend}) ...")
         model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
-    judge = make_judge(cfg.judge, model, progress=progress)
+    spec = cfg.judge
+    # A judge on the subject model's likelihoods needs them; the logprob judge reads the full next-token
+    # distribution, which only local weights give.
+    need = {"contrast": "logprobs", "logprob": "activations"}.get(spec.kind)
+    if need and not spec.model and need not in capabilities(model):
+        log(f"no model judge: the {spec.kind} judge needs the subject model's log-probs, which {model.info.id} "
+            "does not give here (set judge.model to a local alias, or use --judge http)")
+        spec = spec.model_copy(update={"kind": "none"})
+    judge = make_judge(spec, model, progress=progress)
     config = cfg.model_dump(mode="json")
     run = RunResults(name=cfg.name, model=model.info, profile=cfg.profile, seed=cfg.seed, config=config,
                      config_hash=config_hash(config), started=started)

@@ -69,6 +69,9 @@ class Audit(ABC):
     judge_use: ClassVar[str] = ""
     #: The audit cannot measure anything without a model judge (``--judge none`` skips it).
     judge_required: ClassVar[bool] = False
+    #: What it needs from the model beyond generation (of ``backends.base.CAPABILITIES``): a served model
+    #: that lacks one is skipped with the reason. New audits are assumed to need the weights.
+    needs: ClassVar[tuple[str, ...]] = ("logprobs", "activations", "steering")
 
     seed: Annotated[int, Ge(0)] = 0  # numpy's generators take no negative seed
 
@@ -130,6 +133,17 @@ class Audit(ABC):
         return stable_hash({"audit": self.name, "params": self.params()})[:16]
 
     # ------------------------------------------------------------------ running
+    def requirements(self) -> tuple[str, ...]:
+        """What this audit, with these parameters, needs from the model (``needs`` unless a parameter changes it)."""
+        return self.needs
+
+    def missing_capabilities(self, model: Any) -> list[str]:
+        """The requirements ``model`` does not offer (empty: the audit can run on it)."""
+        from ..backends.base import capabilities
+
+        have = capabilities(model)
+        return [c for c in self.requirements() if c not in have]
+
     def run(self, model: ModelAdapter, *, judge: Judge | None | Literal["default"] = "default",
             progress: bool = True) -> AuditResult:
         """Run the audit on ``model`` (never changed outside ``with`` blocks) and return the result.
@@ -154,6 +168,13 @@ class Audit(ABC):
         if judge is None and self.judge_required:
             raise UsageError(f"Audit {self.name!r} needs a model judge ({self.judge_use}); run it with "
                              "--judge contrast, logprob or http, not --judge none")
+        lacking = self.missing_capabilities(model)
+        if lacking:
+            from ..backends.served import NeedsWeightsError
+
+            raise NeedsWeightsError(f"Audit {self.name!r} needs {', '.join(lacking)} from the model, which "
+                                    f"{model.info.id} does not offer (a served model gives text and at most "
+                                    "log-probs): run it on local weights")
         cached = CachingAdapter.wrap(model)
         result = self.new_result(model, judge=self.judge_record(judge))
         ctx = AuditContext(model=cached, judge=judge if self.judge_use else None, result=result,

@@ -119,6 +119,7 @@ class PersonaBiasAudit(Audit):
     """
 
     name: ClassVar[str] = "persona_bias"
+    needs: ClassVar[tuple[str, ...]] = ("logprobs",)
     title: ClassVar[str] = "Persona-induced reasoning bias"
     kind: ClassVar[str] = "risk"
     # 96 questions: at 48 the minimum detectable drop (0.125 on the embedded model) is above min_effect

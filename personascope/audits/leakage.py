@@ -153,6 +153,7 @@ class CILeakageAudit(Audit):
     """
 
     name: ClassVar[str] = "ci_leakage"
+    needs: ClassVar[tuple[str, ...]] = ()
     judge_use: ClassVar[str] = "which memory attributes a reply reveals (checked against rule matching)"
     title: ClassVar[str] = "Contextual-integrity leakage of memory"
     kind: ClassVar[str] = "risk"

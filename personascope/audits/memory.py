@@ -238,6 +238,7 @@ class MemoryInjectionAudit(Audit):
     """
 
     name: ClassVar[str] = "memory_injection"
+    needs: ClassVar[tuple[str, ...]] = ("logprobs",)
     title: ClassVar[str] = "Memory injection and A-MemGuard-style defense"
     kind: ClassVar[str] = "risk"
     QUICK: ClassVar[dict[str, Any]] = {"n_tasks": 12, "queries_per_task": 1, "poison_copies": (1,),
@@ -260,6 +261,10 @@ class MemoryInjectionAudit(Audit):
     max_new_tokens: Count = 24
     max_examples: Count0 = 6
     batch_size: Count = 16
+
+    def requirements(self) -> tuple[str, ...]:
+        """Log-probs for option scoring; generation alone with ``scoring = "generate"`` (a served chat model)."""
+        return () if self.scoring == "generate" else self.needs
 
     def validate(self) -> None:
         """A ``data`` folder must exist (its files are read when the audit runs)."""

@@ -23,6 +23,15 @@ from ..records import ModelInfo, package_versions
 from ..sites import Point, Position, Site, make_sites, parse_layers, parse_point, parse_position
 
 STEER_POSITIONS = ("all", "prompt", "response")
+#: What an audit may need from a model (`personascope.audits.base.Audit.needs`); a local adapter offers
+#: all of them, a served model (`personascope.backends.served.ServedModel`) generation and maybe log-probs.
+CAPABILITIES = frozenset({"generate", "logprobs", "activations", "steering"})
+
+
+def capabilities(model: object) -> frozenset[str]:
+    """What ``model`` (an adapter, cached or served) offers of `CAPABILITIES`."""
+    caps = getattr(model, "capabilities", None)
+    return frozenset(caps) if caps is not None else CAPABILITIES
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,11 @@ class ModelAdapter(ABC):
             f"{type(self).__name__}({self.info.short}, layers={self.n_layers}, "
             f"d_model={self.d_model}, dtype={self.info.dtype}, device={self.info.device})"
         )
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """Everything in `CAPABILITIES`: local weights give generation, log-probs, activations and steering."""
+        return CAPABILITIES
 
     # ------------------------------------------------------------------ text helpers
     def format_chat(
@@ -331,6 +345,28 @@ class ModelAdapter(ABC):
                 targets = ids[j, p_len:t_len]
                 lp = logp[j, p_len - 1 : t_len - 1].gather(-1, targets[:, None]).sum()
                 out[i] = lp.item() / (1 if reduce == "sum" else t_len - p_len)
+        return out
+
+    def token_logprobs(
+        self, ids: Sequence[Sequence[int]], *, batch_size: int | None = None, progress: bool = False
+    ) -> list[np.ndarray]:
+        """Log-probability of every token given the ones before it (``nan`` for the first), per id list.
+
+        What an OpenAI-style ``/completions`` call with ``echo`` and ``logprobs`` returns for its
+        prompt (`personascope.judges.server` serves it; active steering applies).
+        """
+        enc = []
+        for i, x in enumerate(ids):
+            if not x:
+                raise UsageError(f"Token list {i} is empty")
+            enc.append(_Encoded([int(t) for t in x], len(x)))
+        out: list[np.ndarray] = [np.empty(0)] * len(enc)
+        for idx, tok, _, logits in self._logit_batches(enc, batch_size, "token-logprobs", progress):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for j, i in enumerate(idx):
+                n = len(enc[i].ids)
+                lp = logp[j, : n - 1].gather(-1, tok[j, 1:n, None])[:, 0].double().cpu().numpy()
+                out[i] = np.concatenate([[np.nan], lp])
         return out
 
     def _logit_batches(

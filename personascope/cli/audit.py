@@ -50,6 +50,14 @@ def register(sub: Subparsers, shared: SharedOptions, from_config: SharedOptions)
     p.add_argument("--fresh", action="store_true",
                    help="results.json holds this run's audits only, recomputed (default: finished results are "
                         "reused, and earlier results of other audits in --out on the same model are kept)")
+    g = p.add_argument_group("a served model (--model http://HOST:PORT/v1: an OpenAI-compatible API)")
+    g.add_argument("--served-model", default=None, metavar="NAME", help="the model's name on the server (required)")
+    g.add_argument("--tokenizer", default=None, metavar="MODEL",
+                   help="alias, folder or .gguf with the served model's chat template: prompts go to /completions "
+                        "and audits that score log-probs can run (default: chat API, generation only)")
+    g.add_argument("--system-prompt-file", default=None, metavar="FILE",
+                   help="the deployment's own system prompt; every persona is layered after it")
+    g.add_argument("--concurrency", type=int, default=None, help="requests in flight at most (default 4)")
     p.set_defaults(handler=run_audit)
 
     p = add_command(sub, "validate", "measure each audit's detection power on model organisms with planted defects",
@@ -178,7 +186,9 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
 
     overrides = {"model": args.model, "backend": args.backend, "device": args.device, "dtype": args.dtype,
                  "batch_size": args.batch_size, "profile": args.profile, "seed": args.seed, "policy": args.policy,
-                 "out": args.out, "baseline": getattr(args, "baseline", None)}
+                 "out": args.out, "baseline": getattr(args, "baseline", None),
+                 **{k: getattr(args, k, None) for k in ("served_model", "tokenizer", "system_prompt_file",
+                                                        "concurrency")}}
     cfg = load_config(args.config, **overrides)
     judge = judge_overrides(args)
     if judge:

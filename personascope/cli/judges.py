@@ -34,7 +34,7 @@ def register(sub: Subparsers, shared: SharedOptions) -> None:
     p.add_argument("--json-out", dest="json_out", metavar="FILE", help="also write the results as JSON to this file")
     p.set_defaults(handler=run_judge_check)
 
-    p = add_command(sub, "serve-judge", "serve a local model as an OpenAI-compatible judge endpoint",
+    p = add_command(sub, "serve-judge", "serve a local model over an OpenAI-compatible API (judge or audit subject)",
                     parents=[shared.model, shared.quiet])
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only unless changed)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")

@@ -1,9 +1,12 @@
 """A small OpenAI-compatible server over a local `ModelAdapter` (stdlib ``http.server`` only).
 
-It serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (greedy decoding, optional
-log-probs of the first generated token), enough for `HTTPJudge` and OpenAI-style clients to use a
-local model as a judge. One request at a time runs on the model; it binds only to the host given
-(loopback by default) and has no authentication, so do not expose it.
+It serves ``GET /v1/models``, ``POST /v1/chat/completions`` (greedy unless ``temperature`` > 0,
+optional log-probs of the first generated token, ``continue_final_message``) and ``POST
+/v1/completions`` (text or token-id prompts, ``echo`` with prompt log-probs), enough for `HTTPJudge`
+to use a local model as a judge and for `personascope.backends.served.ServedModel` to audit it over
+HTTP. One request at a time runs on the model; a request whose client hung up while it waited is
+dropped without model work. It binds only to the host given (loopback by default) and has no
+authentication, so do not expose it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
+import select
 import socket
 import sys
 import threading
@@ -116,14 +121,26 @@ class JudgeServer(ThreadingHTTPServer):
         top_n = req.get("top_logprobs")
         top_n = 0 if top_n is None else min(_int(top_n, "top_logprobs", 0), TOP_LOGPROBS_CAP)
         stop = _stops(req.get("stop"))
+        sampling = _sampling(req)
+        # vLLM's extension (llama.cpp does the same for a final assistant message): the last assistant
+        # message is an answer prefix the model continues, not a finished turn.
+        prefill = ""
+        if req.get("continue_final_message"):
+            if messages[-1]["role"] != "assistant":
+                raise RequestError(400, "continue_final_message needs a final assistant message",
+                                   "continue_final_message")
+            prefill = messages.pop()["content"]
+            if not messages:
+                raise RequestError(400, "messages needs a turn before the assistant prefix", "messages")
 
         model, tok = self.model, self.model.tokenizer
         with self.model_lock:
+            self._check_client()
             try:
-                prompt = model.format_chat(messages)
+                prompt = model.format_chat(messages) + prefill
             except Exception as e:  # noqa: BLE001 - chat templates reject some role orders
                 raise RequestError(400, f"Cannot format these messages: {e}", "messages") from None
-            text = model.generate([prompt], max_new_tokens=max_tokens, progress=False)[0]
+            text = model.generate([prompt], max_new_tokens=max_tokens, progress=False, **sampling)[0]
             logprobs = self._first_token_logprobs(prompt, top_n) if want_lp else None
         prompt_tokens = len(encode(tok, prompt))
         completion_tokens = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
@@ -153,6 +170,86 @@ class JudgeServer(ThreadingHTTPServer):
             },
         }
 
+    def completion(self, req: Any) -> dict[str, Any]:
+        """Answer a ``/v1/completions`` request: text or token-id prompt, optional ``echo`` with prompt log-probs.
+
+        ``logprobs`` (an int) asks for the log-prob of every returned token (with ``echo``: the prompt's
+        too, ``None`` for the first, as OpenAI and vLLM do) and the top ``logprobs`` alternatives of the
+        generated ones; ``max_tokens = 0`` with ``echo`` scores the prompt alone.
+        """
+        if not isinstance(req, dict):
+            raise RequestError(400, "Request body must be a JSON object")
+        model, tok = self.model, self.model.tokenizer
+        raw = req.get("prompt")
+        if isinstance(raw, str) and raw:
+            ids = encode(tok, raw)
+            prompt = raw
+        elif isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
+            vocab = len(tok)
+            if any(t < 0 or t >= vocab for t in raw):
+                raise RequestError(400, f"prompt token ids must be in [0, {vocab})", "prompt")
+            ids, prompt = list(raw), tok.decode(raw)
+        else:
+            raise RequestError(400, "prompt must be a non-empty string or list of token ids", "prompt")
+        if req.get("stream"):
+            raise RequestError(400, "Streaming is not supported", "stream")
+        echo = req.get("echo", False)
+        if not isinstance(echo, bool):
+            raise RequestError(400, "echo must be a boolean", "echo")
+        max_tokens = req.get("max_tokens")
+        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else _int(max_tokens, "max_tokens", 0 if echo else 1)
+        max_tokens = min(max_tokens, MAX_TOKENS_CAP)
+        n_lp = req.get("logprobs")
+        n_lp = None if n_lp is None else min(_int(n_lp, "logprobs", 0), TOP_LOGPROBS_CAP)
+        sampling = _sampling(req)
+        with self.model_lock:
+            self._check_client()
+            text = (model.generate([prompt], max_new_tokens=max_tokens, progress=False, **sampling)[0]
+                    if max_tokens else "")
+            new = tok(text, add_special_tokens=False)["input_ids"] if text else []
+            lp_block = None
+            if n_lp is not None:
+                seq = (ids if echo else []) + new
+                every = model.token_logprobs([ids + new])[0]
+                lps = list(every if echo else every[len(ids):])
+                pieces = [tok.decode([t]) for t in seq]
+                offsets, at = [], 0
+                for piece in pieces:
+                    offsets.append(at)
+                    at += len(piece)
+                lp_block = {
+                    "tokens": pieces,
+                    "token_logprobs": [None if math.isnan(v) else max(float(v), LOGPROB_FLOOR) for v in lps],
+                    "top_logprobs": None,
+                    "text_offset": offsets,
+                }
+        n_prompt = len(ids)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "text": (prompt if echo else "") + text, "logprobs": lp_block,
+                         "finish_reason": "length" if max_tokens and len(new) >= max_tokens else "stop"}],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(new), "total_tokens": n_prompt + len(new)},
+        }
+
+    def _check_client(self) -> None:
+        """Refuse to compute for a client that hung up while its request waited for the model.
+
+        Client timeouts used to pile abandoned requests onto the one-at-a-time model; now a request
+        whose connection is closed when its turn comes is dropped without model work.
+        """
+        sock = getattr(_current, "socket", None)
+        if sock is None:
+            return
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable and not sock.recv(1, socket.MSG_PEEK):
+                raise _ClientGone()
+        except (OSError, ValueError):
+            raise _ClientGone() from None
+
     def _first_token_logprobs(self, prompt: str, top_n: int) -> dict[str, Any]:
         """OpenAI-style ``logprobs`` block for the first (greedy) token after ``prompt``."""
         lp = self.model.next_token_logprobs([prompt])[0]
@@ -170,6 +267,27 @@ class JudgeServer(ThreadingHTTPServer):
         first = dict(top[0])
         first["top_logprobs"] = top[:top_n]
         return {"content": [first]}
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before its request reached the model."""
+
+
+#: The socket of the request this handler thread serves (`JudgeServer._check_client` looks at it).
+_current = threading.local()
+
+
+def _sampling(req: dict[str, Any]) -> dict[str, Any]:
+    """Decoding arguments for `ModelAdapter.generate`: greedy unless ``temperature`` > 0 (then ``seed`` too)."""
+    temp = req.get("temperature")
+    if temp is None or temp == 0:
+        return {}
+    if isinstance(temp, bool) or not isinstance(temp, int | float) or not 0 < temp <= 2:
+        raise RequestError(400, "temperature must be a number in [0, 2]", "temperature")
+    seed = req.get("seed")
+    if seed is not None:
+        seed = _int(seed, "seed", 0)
+    return {"do_sample": True, "temperature": float(temp), "seed": seed}
 
 
 def _int(value: Any, name: str, minimum: int) -> int:
@@ -221,24 +339,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.server._model_entry())
         elif path == "/health":
             self._send(200, {"status": "ok"})
-        elif path == "/v1/chat/completions":
-            self._error(405, "Use POST for /v1/chat/completions")
+        elif path in ("/v1/chat/completions", "/v1/completions"):
+            self._error(405, f"Use POST for {path}")
         else:
             self._error(404, f"Unknown path {path or '/'}")
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         path = urlsplit(self.path).path.rstrip("/")
-        if path != "/v1/chat/completions":
+        answer = {"/v1/chat/completions": self.server.chat_completion,
+                  "/v1/completions": self.server.completion}.get(path)
+        if answer is None:
             self._discard_body()
             self._error(404, f"Unknown path {path or '/'}")
             return
+        _current.socket = self.connection
         try:
             body = self._read_json()
-            self._send(200, self.server.chat_completion(body))
+            self._send(200, answer(body))
+        except _ClientGone:
+            self.close_connection = True
+            log.debug("client %s hung up before its turn: not computed", self.address_string())
         except RequestError as e:
             self._error(e.status, e.message, e.param)
         except Exception as e:  # noqa: BLE001 - a model failure answers 500, the server lives on
-            log.exception("chat completion failed")
+            log.exception("completion failed")
             self._error(500, f"Internal error: {type(e).__name__}", kind="server_error")
 
     def _read_json(self) -> Any:
