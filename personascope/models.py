@@ -14,7 +14,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .config import cache_dir, hub_offline
 from .errors import DataError, ModelNotFoundError, UsageError
@@ -441,7 +441,7 @@ def load_model(
     dtype: Any = "auto",
     device_map: str | dict | None = None,
     tokenizer: Any = None,
-    batch_size: int = 16,
+    batch_size: int | Literal["auto"] = "auto",
 ) -> ModelAdapter:
     """Load a model and wrap it in a backend adapter.
 
@@ -454,7 +454,8 @@ def load_model(
         device_map: Passed to ``from_pretrained`` (e.g. ``"auto"`` to spread a large model over
             several GPUs with accelerate); the device argument is then ignored.
         tokenizer: Required when ``spec`` is a model object.
-        batch_size: Default batch size for capture, log-probs and generation.
+        batch_size: Default batch size for capture, log-probs and generation; ``"auto"``: from
+            the free GPU memory (see `auto_batch_size`), `CPU_BATCH_SIZE` on CPU.
 
     Returns:
         A `ModelAdapter` with ``activations``, ``capture``, ``generate``, ``logprobs`` and
@@ -494,10 +495,62 @@ def load_model(
         fp, method = fingerprint_module(model), "sha256-state-dict"
         source = "<in-memory>"
         model_id = getattr(model.config, "_name_or_path", "") or type(model).__name__
-    return create_adapter(
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise UsageError(f"batch_size must be an integer >= 1 or 'auto', not {batch_size!r}")
+    adapter = create_adapter(
         backend, model, tok, model_id=model_id, source=source, fingerprint=fp,
-        fingerprint_method=method, batch_size=batch_size,
+        fingerprint_method=method, batch_size=CPU_BATCH_SIZE if batch_size == "auto" else batch_size,
     )
+    if batch_size == "auto":
+        adapter.batch_size = auto_batch_size(model)
+    return adapter
+
+
+#: Batch size on CPU: larger batches gain nothing on 2-16 cores and pad more.
+CPU_BATCH_SIZE = 16
+#: Tokens per sequence the memory estimate plans for (prompt + generation of the built-in audits).
+AUTO_SEQ_LEN = 512
+
+
+def batch_size_for_memory(free_bytes: float, config: Any, *, bytes_per_value: int = 2, seq_len: int = AUTO_SEQ_LEN,
+                          fraction: float = 0.5, cap: int = 256) -> int:
+    """Sequences of ``seq_len`` tokens that fit in ``fraction`` of ``free_bytes`` (1 .. ``cap``).
+
+    Per token: the KV cache of every layer, one block's live activations (residual stream and MLP
+    hidden, twice for the backward-free forward's temporaries), and the fp32 logits over the
+    vocabulary that scoring keeps for every position (the largest term for small models).
+    """
+    layers = int(config.num_hidden_layers)
+    d = int(config.hidden_size)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    kv = int(getattr(config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(config, "head_dim", None) or d // heads)
+    inter = int(getattr(config, "intermediate_size", None) or 4 * d)
+    vocab = int(config.vocab_size)
+    per_token = (2 * layers * kv * head_dim * bytes_per_value  # K and V of every layer
+                 + 2 * (d + inter) * bytes_per_value  # one block's activations, with temporaries
+                 + 4 * vocab)  # fp32 logits
+    n = int(free_bytes * fraction // (per_token * seq_len))
+    return max(1, min(cap, n))
+
+
+def auto_batch_size(model: Any) -> int:
+    """Batch size for ``model`` (a Hugging Face causal LM): `CPU_BATCH_SIZE` on CPU, else from free GPU memory.
+
+    A model spread over several GPUs (``device_map``) is sized by the GPU with the least free memory.
+    """
+    import torch
+
+    dmap = getattr(model, "hf_device_map", None) or {}
+    # accelerate's map names GPUs by index (an int) and offloaded parts "cpu" or "disk".
+    devices = ({torch.device(d) for d in dmap.values() if d not in ("cpu", "disk")} if dmap
+               else {next(model.parameters()).device})
+    cuda = [d for d in devices if d.type == "cuda"]
+    if not cuda:
+        return CPU_BATCH_SIZE
+    free = min(torch.cuda.mem_get_info(d.index if d.index is not None else 0)[0] for d in cuda)
+    width = next(model.parameters()).element_size()
+    return batch_size_for_memory(free, model.config, bytes_per_value=width)
 
 
 def model_status() -> list[dict[str, Any]]:

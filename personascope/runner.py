@@ -11,7 +11,7 @@ import time
 import tomllib
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -51,7 +51,9 @@ class RunConfig(BaseModel):
     backend: Literal["nnsight", "transformer_lens"] = "nnsight"
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = Field(16, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Prompts per forward pass; auto: from free GPU memory, 16 on CPU.")
+    device_map: str | None = Field(None, description="'auto' spreads a large model over every visible GPU.")
     profile: Literal["quick", "full"] = "quick"
     seed: int = Field(0, ge=0)
     out: str = "personascope_out"
@@ -297,11 +299,15 @@ def run_audits(
     if served:
         log(f"auditing {cfg.served_model} served at {cfg.model} ...")
         model = load_served(cfg.model, cfg.served_model, tokenizer=cfg.tokenizer, system_prompt=system_prompt,
-                            concurrency=cfg.concurrency, batch_size=cfg.batch_size)
+                            concurrency=cfg.concurrency,
+                            batch_size=cfg.batch_size if isinstance(cfg.batch_size, int) else 16)
     elif model is None:
         log(f"loading {cfg.model} ({cfg.backend}) ...")
-        model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+        model = load_model(cfg.model, cfg.backend, device=cfg.device, dtype=cfg.dtype, device_map=cfg.device_map,
+                           batch_size=cfg.batch_size)
     spec = cfg.judge
+    if cfg.batch_size == "auto" and "batch_size" not in spec.model_fields_set:
+        spec = spec.model_copy(update={"batch_size": model.batch_size})  # the judge batches like the model
     # A judge on the subject model's likelihoods needs them; the logprob judge reads the full next-token
     # distribution, which only local weights give.
     need = {"contrast": "logprobs", "logprob": "activations"}.get(spec.kind)

@@ -96,7 +96,7 @@ def test_audit_help_shows_defaults(capsys):
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # help text wraps lines
     assert "(default: the config's, else smollm2-135m-instruct)" in out
-    assert "(default: the config's, else 16)" in out
+    assert "(default: the config's, else auto)" in out
     assert "(default: the config's, else contrast)" in out
     assert "(default: the config's, else personascope_out)" in out
 
@@ -105,7 +105,7 @@ def test_command_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["capture", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: smollm2-135m-instruct)" in out and "(default: 16)" in out and "(default: resid_post)" in out
+    assert "(default: smollm2-135m-instruct)" in out and "(default: auto)" in out and "(default: resid_post)" in out
     assert "(default: None)" not in out and "(default: False)" not in out
 
 
@@ -122,6 +122,23 @@ def test_batch_size_must_be_positive(capsys):
         build_parser().parse_args(["capture", "--prompts", "p", "--out", "o", "--batch-size", "0"])
     assert exc.value.code == ExitCode.USAGE
     assert "not at least 1" in capsys.readouterr().err
+    assert build_parser().parse_args(["capture", "--prompts", "p", "--out", "o", "--batch-size", "auto"]
+                                     ).batch_size == "auto"
+
+
+def test_auto_batch_size_follows_free_memory_and_stays_fixed_on_cpu(tiny_nn):
+    """The memory model: twice the free memory, twice the batch; a wider dtype or longer
+    sequences, fewer; never below 1 or above the cap. On CPU, "auto" is the fixed CPU size."""
+    from personascope.models import CPU_BATCH_SIZE, auto_batch_size, batch_size_for_memory
+
+    cfg = tiny_nn.hf_model.config
+    one = batch_size_for_memory(1e11, cfg, cap=10**6)
+    assert one > 100
+    assert batch_size_for_memory(2e11, cfg, cap=10**6) in (2 * one, 2 * one + 1)
+    assert batch_size_for_memory(1e11, cfg, bytes_per_value=4, cap=10**6) < one
+    assert batch_size_for_memory(1e11, cfg, seq_len=2048, cap=10**6) < one
+    assert batch_size_for_memory(1.0, cfg) == 1 and batch_size_for_memory(1e15, cfg) == 256
+    assert auto_batch_size(tiny_nn.hf_model) == CPU_BATCH_SIZE
 
 
 def test_judge_flags_make_a_judge_spec_or_config_overrides():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import numpy as np
@@ -156,13 +157,27 @@ def test_server_drops_a_request_whose_client_hung_up(tiny_nn):
 
 
 def test_runner_audits_the_served_model_with_the_local_numbers(served, tmp_path):
-    """persona_bias (option log-probs) and ci_leakage (generation) over HTTP give the local run's metrics;
-    an audit that needs activations is skipped with the reason, not failed."""
+    """persona_bias (option log-probs) over HTTP gives the local run's metrics; an audit that needs
+    activations is skipped with the reason, not failed."""
+    _audit_both_ways(*served, tmp_path)
+
+
+@pytest.mark.slow
+def test_runner_audits_the_served_embedded_model_with_the_local_numbers(smol_nn, tmp_path):
+    """The same on the embedded SmolLM2-135M served by `serve-judge` on loopback, plus ci_leakage
+    (greedy generation) with the local run's metrics."""
+    server, base = start_in_thread(smol_nn, model_name="tiny")
+    try:
+        _audit_both_ways(smol_nn, base, tmp_path, extra=("ci_leakage",))
+    finally:
+        server.close()
+
+
+def _audit_both_ways(local, base, tmp_path, extra=()):
     from personascope import catalog
     from personascope.runner import load_config, run_audits
 
-    local, base = served
-    tiny = {n: dict(catalog.BY_NAME[n].tiny) for n in ("persona_bias", "persona_localization")}
+    tiny = {n: dict(catalog.BY_NAME[n].tiny) for n in ("persona_bias", "persona_localization", *extra)}
     cfg_local = load_config(None, audits=tiny, out=str(tmp_path / "local"), judge={"kind": "none"})
     run_local = run_audits(cfg_local, model=local, progress=False, log=lambda m: None)
     logs: list[str] = []
@@ -170,16 +185,40 @@ def test_runner_audits_the_served_model_with_the_local_numbers(served, tmp_path)
                            served_model="tiny", tokenizer=str(_tokenizer_dir(local, tmp_path)))
     run_http = run_audits(cfg_http, progress=False, log=logs.append)
     assert run_http.model.backend == "served" and run_http.model.fingerprint_method == "endpoint"
-    a, b = run_local.audit("persona_bias"), run_http.audit("persona_bias")
-    va = {(m.name, m.group): m.value for m in a.metrics}
-    vb = {(m.name, m.group): m.value for m in b.metrics}
-    assert va.keys() == vb.keys() and len(va) > 5
-    for key, v in va.items():
-        if isinstance(v, float) and isinstance(vb[key], float):
-            assert vb[key] == pytest.approx(v, abs=1e-3, nan_ok=True), key
+    for name in ("persona_bias", *extra):
+        a, b = run_local.audit(name), run_http.audit(name)
+        va = {(m.name, m.group): m.value for m in a.metrics}
+        vb = {(m.name, m.group): m.value for m in b.metrics}
+        assert va.keys() == vb.keys() and len(va) > 5, name
+        for key, v in va.items():
+            if isinstance(v, float) and isinstance(vb[key], float):
+                assert vb[key] == pytest.approx(v, abs=1e-3, nan_ok=True), (name, key)
     assert run_local.audit("persona_localization").metrics  # it ran locally
     assert run_http.errors["persona_localization"].startswith("skipped: needs activations")
     assert any("skipped: needs activations" in m for m in logs)
+
+
+def test_drift_runs_served_on_the_judge_alone(served, tmp_path):
+    """ooc_drift over HTTP: atom metrics and the judged drift, no projection metrics, and the drift
+    controls decided on the judged drift (named so), not skipped."""
+    from personascope import catalog
+    from personascope.runner import load_config, run_audits
+
+    local, base = served
+    tiny = {"ooc_drift": dict(catalog.BY_NAME["ooc_drift"].tiny)}
+    cfg = load_config(None, audits=tiny, out=str(tmp_path / "http"), judge={"kind": "contrast"}, model=base,
+                      served_model="tiny", tokenizer=str(_tokenizer_dir(local, tmp_path)))
+    run = run_audits(cfg, progress=False, log=lambda m: None)
+    assert "ooc_drift" not in run.errors
+    res = run.audit("ooc_drift")
+    names = {m.name for m in res.metrics}
+    assert {"acc_atom", "judge_drift", "judge_drift_gap", "judge_anchor_auc"} <= names
+    assert not names & {"drift", "drift_gap", "first_below", "below_rate", "vector_gap"}
+    controls = {c.name: c for c in res.controls}
+    assert "judged, no activations" in controls["drift_positive"].detail or "Only" in controls["drift_positive"].detail
+    gap = next(m for m in res.metrics if m.name == "judge_drift_gap")
+    assert controls["drift_positive"].observed == pytest.approx(gap.value, nan_ok=True)
+    assert any("no activations" in n for n in res.notes)
 
 
 def _tokenizer_dir(model, tmp_path):
@@ -214,6 +253,41 @@ def test_every_audit_declares_known_needs_and_the_behavioural_ones_run_served():
         assert set(audit.requirements()) <= CAPABILITIES, name
         if set(audit.requirements()) <= served:
             runs_served.add(name)
-    assert runs_served == {"persona_bias", "ci_leakage", "memory_injection"}
+    assert runs_served == {"persona_bias", "ooc_drift", "ci_leakage", "memory_injection"}
     memory = get_audit("memory_injection").from_params({"scoring": "generate"}, "quick")
     assert memory.requirements() == ()  # a chat-only endpoint can run it
+
+
+def test_concurrent_requests_run_as_batches_with_the_unbatched_answers(tiny_nn):
+    """Greedy requests that wait together share one model batch; each gets the text and log-probs it
+    gets alone (the adapter's batching pads on the left), and a sampled request runs by itself."""
+    prompts = [tiny_nn.format_chat(user=f"Tell me about item {i}." + " really" * i) for i in range(8)]
+    alone = [tiny_nn.generate([p], 8, progress=False)[0] for p in prompts]
+    ids = [tiny_nn.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    alone_lp = [tiny_nn.token_logprobs([i])[0] for i in ids]
+    server, base = start_in_thread(tiny_nn, model_name="tiny", max_batch=4)
+    try:
+        remote = ServedModel(base, "tiny", tokenizer=tiny_nn.tokenizer, concurrency=8)
+        with server.model_lock:  # all 8 queue while the model is busy, then run 4 + 4
+            got: list[list[str]] = []
+            t = threading.Thread(target=lambda: got.append(remote.generate(prompts, 8, progress=False)))
+            t.start()
+            time.sleep(1.0)
+        t.join(60)
+        assert got[0] == alone
+        assert server.batcher.sizes == [4, 4]
+        n = len(server.batcher.sizes)
+        with server.model_lock:
+            lp: list[list[float]] = []
+            t = threading.Thread(target=lambda: lp.extend(remote.token_logprobs(ids)))
+            t.start()
+            time.sleep(1.0)
+        t.join(60)
+        for r, a in zip(lp, alone_lp, strict=True):
+            np.testing.assert_allclose(np.asarray(r[1:], float), np.asarray(a[1:], float), atol=1e-4)
+        assert server.batcher.sizes[n:] == [4, 4]
+        # Sampled requests (each with its own seed) are never batched together.
+        remote.generate(prompts[:3], 4, do_sample=True, temperature=0.8, seed=1, progress=False)
+        assert server.batcher.sizes[n + 2:] == [1, 1, 1]
+    finally:
+        server.close()

@@ -76,6 +76,43 @@ class _Encoded:
     prompt_len: int
 
 
+#: Shortest shared token prefix worth a separate pass (a chat template's header alone is shorter).
+MIN_SHARED_PREFIX = 8
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, at most one short of the shortest (each keeps a remainder)."""
+    first, limit = seqs[0], min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == first[n] for s in seqs):
+        n += 1
+    return n
+
+
+def prefix_batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Batches of at most ``size`` indices that compute the fewest tokens with a shared prefix each.
+
+    Two orders are costed, each batch as its shared prefix once plus every row padded to the
+    longest remainder: by length, longest first (the least padding), and by token content (rows
+    with a common system prompt, memory or earlier turns side by side). The cheaper one is used.
+    """
+    def cost(batches: list[list[int]]) -> int:
+        total = 0
+        for idx in batches:
+            rows = [seqs[i] for i in idx]
+            c = common_prefix(rows) if len(rows) > 1 else 0
+            c = c if c >= MIN_SHARED_PREFIX else 0
+            total += c + len(rows) * (max(len(r) for r in rows) - c)
+        return total
+
+    def chunk(order: list[int]) -> list[list[int]]:
+        return [order[k : k + size] for k in range(0, len(order), size)]
+
+    by_length = chunk(sorted(range(len(seqs)), key=lambda i: -len(seqs[i])))
+    by_content = chunk(sorted(range(len(seqs)), key=lambda i: (list(seqs[i]), i)))
+    return by_content if cost(by_content) < cost(by_length) else by_length
+
+
 class ModelAdapter(ABC):
     """A loaded model behind one interface, whichever library hooks it.
 
@@ -88,6 +125,9 @@ class ModelAdapter(ABC):
     #: cache directly (TransformerLens computes slightly different logits: it scores pairs in full).
     kv_option_scoring: bool = False
     backend_packages: tuple[str, ...] = ()
+    #: Unsteered generation computes the token prefix a batch shares once (``kv_option_scoring``
+    #: backends only; see `generate`). Set False to compare with the unshared path.
+    share_prefixes: bool = True
 
     def __init__(
         self,
@@ -514,7 +554,12 @@ class ModelAdapter(ABC):
         extra = [] if steer is None else [steer] if isinstance(steer, Steer) else list(steer)
         enc = self._encode(prompts, None)
         texts: list[str] = [""] * len(enc)
-        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
+        size = batch_size or self.batch_size
+        # A steer may act on prompt positions only, which a cache computed without it would miss:
+        # only unsteered generation shares prefixes.
+        share = self.share_prefixes and self.kv_option_scoring and not extra and not self._steers
+        batches = (prefix_batches([e.ids for e in enc], size) if share else
+                   list(self._batches(sorted(range(len(enc)), key=lambda i: -len(enc[i].ids)), size)))
         eos = self._eos_ids()
         gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
         if do_sample:
@@ -531,11 +576,17 @@ class ModelAdapter(ABC):
         with forked, self.steer(extra), torch.inference_mode(), tqdm(
             total=len(enc), desc=f"generate[{self.backend_name}]", disable=not progress, leave=False
         ) as bar:
-            for b, idx in enumerate(self._batches(order, batch_size or self.batch_size)):
+            for b, idx in enumerate(batches):
                 if seed is not None:
                     torch.manual_seed(seed + b)
-                ids, mask = self._pad([enc[i].ids for i in idx], "left")
-                out = self._generate_ids(ids, mask, gen_kwargs)
+                seqs = [enc[i].ids for i in idx]
+                common = common_prefix(seqs) if share else 0
+                if common >= MIN_SHARED_PREFIX:
+                    ids, mask, cache = self._shared_prefix(seqs, common)
+                    out = self._generate_ids(ids, mask, {**gen_kwargs, self._cache_kwarg(): cache})
+                else:
+                    ids, mask = self._pad(seqs, "left")
+                    out = self._generate_ids(ids, mask, gen_kwargs)
                 new = out[:, ids.shape[1] :].tolist()
                 for j, i in enumerate(idx):
                     toks = new[j]
@@ -546,6 +597,30 @@ class ModelAdapter(ABC):
                     texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True)
                 bar.update(len(idx))
         return texts
+
+    def _cache_kwarg(self) -> str:
+        """The name under which this transformers version takes a key/value cache (``cache`` since 5.x)."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.hf_model.forward).parameters else "past_key_values"
+
+    def _shared_prefix(self, seqs: list[list[int]], common: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Inputs for generating ``seqs`` whose first ``common`` tokens agree, and the prefix's cache.
+
+        The prefix runs once (batch of one) and its cache is repeated for every row. Each row's
+        remainder is left-padded after the prefix, so pads sit between prefix and remainder: they
+        are masked out and, as generate derives position ids from the attention mask, the real
+        tokens keep the positions they have unshared.
+        """
+        dev, b = self.device, len(seqs)
+        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
+        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, logits_to_keep=1)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
+        rest, mask_rest = self._pad([s[common:] for s in seqs], "left")
+        ids = torch.cat([pre.expand(b, -1), rest], 1)
+        mask = torch.cat([torch.ones((b, common), dtype=torch.long, device=dev), mask_rest], 1)
+        return ids, mask, cache
 
     def _eos_ids(self) -> list[int]:
         ids: set[int] = set()

@@ -15,8 +15,9 @@ Two ways to send a prompt:
   extension; llama.cpp continues a final assistant message by itself).
 - **completions** (a local tokenizer with the served model's chat template, ``tokenizer=``):
   prompts are rendered here as for a local model and sent as text to ``/completions``; scoring sends
-  token ids with ``echo`` and ``logprobs`` and reads the prompt log-probs back (vLLM, llama.cpp
-  server; a server that does not offer them is named in the error).
+  token ids with ``echo`` and ``logprobs`` and reads the prompt log-probs back (vLLM and
+  ``serve-judge`` offer them; llama.cpp's server ignores ``echo``, so it is generation only; a
+  server that does not offer them is named in the error).
 
 The deployment's own system prompt (``system_prompt``) comes first in every conversation; a
 persona's system text is layered after it in the same system message.
@@ -259,7 +260,7 @@ class ServedModel:
                 if exc.status in (400, 404, 422, 501):
                     raise NeedsWeightsError(f"{self.base_url} does not return prompt log-probs (/completions with "
                                             f"echo and logprobs answered {exc.status}: {exc.detail[:200]}); "
-                                            "audits that score options need them (vLLM and llama.cpp server "
+                                            "audits that score options need them (vLLM and serve-judge "
                                             "offer them)") from None
                 raise DataError(f"served model at {self.base_url}: {exc}") from None
             except HTTPClientError as exc:

@@ -188,7 +188,7 @@ def _config_of(args: argparse.Namespace, *, check: bool = True) -> Any:
                  "batch_size": args.batch_size, "profile": args.profile, "seed": args.seed, "policy": args.policy,
                  "out": args.out, "baseline": getattr(args, "baseline", None),
                  **{k: getattr(args, k, None) for k in ("served_model", "tokenizer", "system_prompt_file",
-                                                        "concurrency")}}
+                                                        "concurrency", "device_map")}}
     cfg = load_config(args.config, **overrides)
     judge = judge_overrides(args)
     if judge:
@@ -278,7 +278,8 @@ def run_compare(args: argparse.Namespace) -> int:
     resolve(args.candidate)
     params = _compare_params(args)
     cfg = load_config(None, model=args.base, backend=args.backend, device=args.device, dtype=args.dtype,
-                      batch_size=args.batch_size, profile=args.profile, out=args.out, policy=args.policy,
+                      device_map=args.device_map, batch_size=args.batch_size, profile=args.profile, out=args.out,
+                      policy=args.policy,
                       name=f"release comparison: {args.base} -> {args.candidate}",
                       audits={"release_comparison": params}, judge=judge_overrides(args))
     with quiet_loading(args.quiet):
@@ -310,7 +311,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..runner import load_config
 
     cfg = load_config("quick", model=args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                      batch_size=args.batch_size, seed=args.seed, out=args.out)
+                      device_map=args.device_map, batch_size=args.batch_size, seed=args.seed, out=args.out)
     judge = judge_overrides(args)
     if judge:
         cfg = load_config(None, **{**cfg.model_dump(), "judge": {**cfg.judge.model_dump(), **judge}})

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .exits import ExitCode
-from .options import JUDGE_DEFAULTS, SharedOptions, Subparsers, add_command, emit, load_model, say
+from .options import JUDGE_DEFAULTS, SharedOptions, Subparsers, add_command, emit, load_model, positive_int, say
 
 if TYPE_CHECKING:
     from ..judges.base import Judge
@@ -38,6 +38,8 @@ def register(sub: Subparsers, shared: SharedOptions) -> None:
                     parents=[shared.model, shared.quiet])
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only unless changed)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
+    p.add_argument("--max-batch", type=positive_int, default=16, metavar="N",
+                   help="most concurrent requests run as one model batch (1: one at a time; default 16)")
     p.set_defaults(handler=run_serve_judge)
 
 
@@ -106,5 +108,5 @@ def run_serve_judge(args: argparse.Namespace) -> int:
     """``personascope serve-judge``: the model behind an OpenAI-compatible API until Ctrl-C."""
     from ..judges.server import serve
 
-    serve(load_model(args), host=args.host, port=args.port, model_name=args.model)
+    serve(load_model(args), host=args.host, port=args.port, model_name=args.model, max_batch=args.max_batch)
     return ExitCode.OK

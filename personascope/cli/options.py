@@ -31,7 +31,7 @@ Subparsers = argparse._SubParsersAction  # argparse has no public name for the t
 
 # The library's defaults (`load_model`, `RunConfig`); tests/test_cli_options.py checks that they agree.
 MODEL_DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL, "backend": "nnsight", "device": "auto", "dtype": "auto",
-                                  "batch_size": 16}
+                                  "batch_size": "auto"}
 # The judge's defaults are `JudgeSpec`'s (a run's judge is the factory's either way).
 JUDGE_DEFAULTS: dict[str, Any] = {"judge": JudgeSpec.model_fields["kind"].default, "judge_model": None,
                                   "judge_url": None, "judge_api_key_env": JudgeSpec.model_fields["api_key_env"].default}
@@ -51,6 +51,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if default is None or default is False or default == [] or "default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+def batch_size_arg(text: str) -> int | str:
+    """The argparse type of ``--batch-size``: ``auto`` or an integer of at least 1."""
+    return "auto" if text == "auto" else positive_int(text)
 
 
 def positive_int(text: str) -> int:
@@ -88,8 +93,10 @@ def _add_runtime(p: argparse.ArgumentParser, from_config: bool) -> None:
          help_text="auto (a GPU when one is visible), cpu, cuda, cuda:1, ...")
     _add(p, "--dtype", default=d["dtype"], from_config=from_config,
          help_text="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
-    _add(p, "--batch-size", default=d["batch_size"], type=positive_int, metavar="N", from_config=from_config,
-         help_text="prompts per forward pass")
+    _add(p, "--batch-size", default=d["batch_size"], type=batch_size_arg, metavar="N|auto", from_config=from_config,
+         help_text="prompts per forward pass (auto: from free GPU memory, 16 on CPU)")
+    _add(p, "--device-map", default=None, from_config=from_config, metavar="MAP",
+         help_text="'auto' spreads a large model over every visible GPU (accelerate); --device is then ignored")
 
 
 def out_option(default: str | None = None, *, what: str, required: bool = False,
@@ -221,14 +228,19 @@ def load_model(args: argparse.Namespace, spec: str | None = None) -> ModelAdapte
     from ..models import load_model as load
 
     with quiet_loading(getattr(args, "quiet", False)):
-        return load(spec or args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                    batch_size=args.batch_size)
+        model = load(spec or args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                     device_map=getattr(args, "device_map", None), batch_size=args.batch_size)
+    if args.batch_size == "auto":
+        args.batch_size = model.batch_size  # the command's own batches follow the size chosen for the model
+    return model
 
 
 def judge_spec(args: argparse.Namespace) -> JudgeSpec:
     """The `JudgeSpec` that the shared judge flags of ``args`` describe (batches as large as the model's)."""
+    # "auto" leaves the judge's batch unset: a run gives it the subject model's resolved size.
+    batch = {"batch_size": args.batch_size} if isinstance(args.batch_size, int) else {}
     return JudgeSpec(kind=args.judge, model=args.judge_model, base_url=args.judge_url,
-                     api_key_env=args.judge_api_key_env, batch_size=args.batch_size)
+                     api_key_env=args.judge_api_key_env, **batch)
 
 
 def judge_overrides(args: argparse.Namespace) -> dict[str, Any]:

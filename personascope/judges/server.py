@@ -4,9 +4,10 @@ It serves ``GET /v1/models``, ``POST /v1/chat/completions`` (greedy unless ``tem
 optional log-probs of the first generated token, ``continue_final_message``) and ``POST
 /v1/completions`` (text or token-id prompts, ``echo`` with prompt log-probs), enough for `HTTPJudge`
 to use a local model as a judge and for `personascope.backends.served.ServedModel` to audit it over
-HTTP. One request at a time runs on the model; a request whose client hung up while it waited is
-dropped without model work. It binds only to the host given (loopback by default) and has no
-authentication, so do not expose it.
+HTTP. Concurrent requests are micro-batched: greedy generations with the same ``max_tokens`` and
+prompt scorings that wait together run as one batch on the model (up to ``max_batch``); a request
+whose client hung up while it waited is dropped without model work. It binds only to the host given
+(loopback by default) and has no authentication, so do not expose it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -64,10 +66,14 @@ class JudgeServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # clients queue here while one request at a time runs on the model
 
-    def __init__(self, address: tuple[str, int], model: ModelAdapter, *, model_name: str | None = None):
+    def __init__(self, address: tuple[str, int], model: ModelAdapter, *, model_name: str | None = None,
+                 max_batch: int = 16):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self.model = model
         self.model_name = model_name or model.info.id or "personascope-local"
         self.model_lock = threading.Lock()
+        self.batcher = _Batcher(self, max_batch)
         self._serving_thread: threading.Thread | None = None
         super().__init__(address, _Handler)
 
@@ -88,7 +94,8 @@ class JudgeServer(ThreadingHTTPServer):
             log.exception("error while serving %s", client_address)
 
     def close(self) -> None:
-        """Stop `serve_forever` (when running) and release the socket."""
+        """Stop `serve_forever` (when running), the batch worker, and release the socket."""
+        self.batcher.stop()
         if self._serving_thread is not None:
             self.shutdown()
             self._serving_thread.join(timeout=5)
@@ -134,14 +141,15 @@ class JudgeServer(ThreadingHTTPServer):
                 raise RequestError(400, "messages needs a turn before the assistant prefix", "messages")
 
         model, tok = self.model, self.model.tokenizer
-        with self.model_lock:
-            self._check_client()
-            try:
-                prompt = model.format_chat(messages) + prefill
-            except Exception as e:  # noqa: BLE001 - chat templates reject some role orders
-                raise RequestError(400, f"Cannot format these messages: {e}", "messages") from None
-            text = model.generate([prompt], max_new_tokens=max_tokens, progress=False, **sampling)[0]
-            logprobs = self._first_token_logprobs(prompt, top_n) if want_lp else None
+        try:
+            prompt = model.format_chat(messages) + prefill
+        except Exception as e:  # noqa: BLE001 - chat templates reject some role orders
+            raise RequestError(400, f"Cannot format these messages: {e}", "messages") from None
+        text = self.batcher.generate(prompt, max_tokens, sampling)
+        logprobs = None
+        if want_lp:
+            with self.model_lock:
+                logprobs = self._first_token_logprobs(prompt, top_n)
         prompt_tokens = len(encode(tok, prompt))
         completion_tokens = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
         finish = "length" if completion_tokens >= max_tokens else "stop"
@@ -179,7 +187,7 @@ class JudgeServer(ThreadingHTTPServer):
         """
         if not isinstance(req, dict):
             raise RequestError(400, "Request body must be a JSON object")
-        model, tok = self.model, self.model.tokenizer
+        tok = self.model.tokenizer
         raw = req.get("prompt")
         if isinstance(raw, str) and raw:
             ids = encode(tok, raw)
@@ -202,27 +210,24 @@ class JudgeServer(ThreadingHTTPServer):
         n_lp = req.get("logprobs")
         n_lp = None if n_lp is None else min(_int(n_lp, "logprobs", 0), TOP_LOGPROBS_CAP)
         sampling = _sampling(req)
-        with self.model_lock:
-            self._check_client()
-            text = (model.generate([prompt], max_new_tokens=max_tokens, progress=False, **sampling)[0]
-                    if max_tokens else "")
-            new = tok(text, add_special_tokens=False)["input_ids"] if text else []
-            lp_block = None
-            if n_lp is not None:
-                seq = (ids if echo else []) + new
-                every = model.token_logprobs([ids + new])[0]
-                lps = list(every if echo else every[len(ids):])
-                pieces = [tok.decode([t]) for t in seq]
-                offsets, at = [], 0
-                for piece in pieces:
-                    offsets.append(at)
-                    at += len(piece)
-                lp_block = {
-                    "tokens": pieces,
-                    "token_logprobs": [None if math.isnan(v) else max(float(v), LOGPROB_FLOOR) for v in lps],
-                    "top_logprobs": None,
-                    "text_offset": offsets,
-                }
+        text = self.batcher.generate(prompt, max_tokens, sampling) if max_tokens else ""
+        new = tok(text, add_special_tokens=False)["input_ids"] if text else []
+        lp_block = None
+        if n_lp is not None:
+            seq = (ids if echo else []) + new
+            every = self.batcher.score(ids + new)
+            lps = list(every if echo else every[len(ids):])
+            pieces = [tok.decode([t]) for t in seq]
+            offsets, at = [], 0
+            for piece in pieces:
+                offsets.append(at)
+                at += len(piece)
+            lp_block = {
+                "tokens": pieces,
+                "token_logprobs": [None if math.isnan(v) else max(float(v), LOGPROB_FLOOR) for v in lps],
+                "top_logprobs": None,
+                "text_offset": offsets,
+            }
         n_prompt = len(ids)
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
@@ -233,22 +238,6 @@ class JudgeServer(ThreadingHTTPServer):
                          "finish_reason": "length" if max_tokens and len(new) >= max_tokens else "stop"}],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": len(new), "total_tokens": n_prompt + len(new)},
         }
-
-    def _check_client(self) -> None:
-        """Refuse to compute for a client that hung up while its request waited for the model.
-
-        Client timeouts used to pile abandoned requests onto the one-at-a-time model; now a request
-        whose connection is closed when its turn comes is dropped without model work.
-        """
-        sock = getattr(_current, "socket", None)
-        if sock is None:
-            return
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable and not sock.recv(1, socket.MSG_PEEK):
-                raise _ClientGone()
-        except (OSError, ValueError):
-            raise _ClientGone() from None
 
     def _first_token_logprobs(self, prompt: str, top_n: int) -> dict[str, Any]:
         """OpenAI-style ``logprobs`` block for the first (greedy) token after ``prompt``."""
@@ -273,7 +262,141 @@ class _ClientGone(Exception):
     """The client closed its connection before its request reached the model."""
 
 
-#: The socket of the request this handler thread serves (`JudgeServer._check_client` looks at it).
+def _client_alive(sock: socket.socket | None) -> bool:
+    """Whether the client on ``sock`` still waits for its answer (None: not known, assumed yes).
+
+    Client timeouts used to pile abandoned requests onto the model; a request whose connection is
+    closed when its batch forms is dropped without model work.
+    """
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not (readable and not sock.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class _Job:
+    """One request's model call, waiting for its batch."""
+
+    key: tuple[Any, ...]
+    payload: Any
+    sock: socket.socket | None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _Batcher:
+    """Micro-batching: one worker thread runs the model calls of concurrent requests together.
+
+    Greedy generations with the same ``max_tokens`` form one `ModelAdapter.generate` batch, and
+    prompt scorings one `ModelAdapter.token_logprobs` batch (the adapter sorts by length and pads
+    little). A sampled generation runs alone: its seed fixes its text only as a batch of one. While
+    a batch runs the next requests queue, so under load batches fill without a fixed wait.
+    """
+
+    def __init__(self, server: JudgeServer, max_batch: int) -> None:
+        self.server = server
+        self.max_batch = max_batch
+        self.sizes: list[int] = []  # batch sizes run, for tests and benchmarks
+        self.dropped = 0  # requests whose client hung up before their batch ran
+        self._queue: list[_Job] = []
+        self._cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._stopped = False
+
+    def generate(self, prompt: str, max_tokens: int, sampling: dict[str, Any]) -> str:
+        """The completion of ``prompt``, computed in a batch with compatible waiting requests."""
+        key = ("gen", max_tokens, *sorted(sampling.items())) if sampling else ("gen", max_tokens)
+        return str(self._submit(key, prompt))
+
+    def score(self, ids: list[int]) -> list[float]:
+        """Per-token log-probs of ``ids`` (NaN first), in a batch with other waiting scorings."""
+        return list(self._submit(("score",), ids))
+
+    def stop(self) -> None:
+        """Stop the worker; waiting requests get an error."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+
+    def _submit(self, key: tuple[Any, ...], payload: Any) -> Any:
+        job = _Job(key, payload, getattr(_current, "socket", None))
+        with self._cv:
+            if self._stopped:
+                raise RuntimeError("server is closing")
+            self._queue.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="judge-batcher", daemon=True)
+                self._worker.start()
+            self._cv.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _wait(self) -> bool:
+        """Block until a job waits (True) or the batcher stops (False; waiting jobs get an error)."""
+        with self._cv:
+            while not self._queue and not self._stopped:
+                self._cv.wait()
+            if self._stopped:
+                for job in self._queue:
+                    job.error = RuntimeError("server is closing")
+                    job.done.set()
+                self._queue.clear()
+                return False
+            return True
+
+    def _take(self) -> list[_Job]:
+        """The next batch: the oldest job and the waiting jobs that can share its call."""
+        with self._cv:
+            first = self._queue[0]
+            solo = first.key[0] == "gen" and len(first.key) > 2  # sampled: alone
+            batch = [first] if solo else [j for j in self._queue if j.key == first.key][: self.max_batch]
+            taken = {id(j) for j in batch}
+            self._queue = [j for j in self._queue if id(j) not in taken]
+            return batch
+
+    def _run(self) -> None:
+        while self._wait():
+            live: list[_Job] = []
+            batch: list[_Job] = []
+            try:
+                # The batch forms once the model is free: requests that came while it was busy join it.
+                with self.server.model_lock:
+                    batch = self._take()
+                    # Checked now, too: the wait for the model is when clients give up.
+                    for job in batch:
+                        if _client_alive(job.sock):
+                            live.append(job)
+                        else:
+                            self.dropped += 1
+                            job.error = _ClientGone()
+                    if live:
+                        for job, r in zip(live, self._call(live), strict=True):
+                            job.result = r
+                        self.sizes.append(len(live))
+            except BaseException as e:  # noqa: BLE001 - every waiting request answers, the worker lives on
+                for job in live:
+                    job.error = e
+            finally:
+                for job in batch:
+                    job.done.set()
+
+    def _call(self, jobs: list[_Job]) -> list[Any]:
+        model, key = self.server.model, jobs[0].key
+        if key[0] == "score":
+            return [list(map(float, r)) for r in model.token_logprobs([j.payload for j in jobs])]
+        sampling = dict(key[2:])
+        return list(model.generate([j.payload for j in jobs], max_new_tokens=key[1], progress=False,
+                                   batch_size=len(jobs), **sampling))
+
+
+#: The socket of the request this handler thread serves (`_client_alive` looks at it when its batch forms).
 _current = threading.local()
 
 
@@ -434,17 +557,19 @@ def _is_loopback(host: str) -> bool:
 
 
 def make_server(
-    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None
+    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
+    max_batch: int = 16,
 ) -> JudgeServer:
-    """A bound (not yet serving) `JudgeServer` on ``host:port``."""
+    """A bound (not yet serving) `JudgeServer` on ``host:port`` (``max_batch``: requests per model batch)."""
     if not _is_loopback(host):
         log.warning("Judge server binds to %s: it has no authentication, anyone who can reach it can "
                     "use the model", host)
-    return _server_class(host)((host, port), model, model_name=model_name)
+    return _server_class(host)((host, port), model, model_name=model_name, max_batch=max_batch)
 
 
 def serve(
-    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None
+    model: ModelAdapter, host: str = "127.0.0.1", port: int = 8000, *, model_name: str | None = None,
+    max_batch: int = 16,
 ) -> None:
     """Serve ``model`` as an OpenAI-compatible API on ``host:port`` until interrupted (Ctrl-C).
 
@@ -453,9 +578,10 @@ def serve(
         host: Interface to bind (default loopback only).
         port: TCP port (0 picks a free one; the URL is printed).
         model_name: Name reported to clients (default: the model's id).
+        max_batch: Most concurrent requests run as one model batch (1: one at a time).
 
     """
-    server = make_server(model, host, port, model_name=model_name)
+    server = make_server(model, host, port, model_name=model_name, max_batch=max_batch)
     print(f"Serving {server.model_name} at {server.base_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
@@ -474,7 +600,7 @@ def start_in_thread(
         model: The local model that answers.
         host: Interface to bind (default loopback).
         port: TCP port (default 0: a free port).
-        **kw: Passed to `make_server` (``model_name``).
+        **kw: Passed to `make_server` (``model_name``, ``max_batch``).
 
     """
     server = make_server(model, host, port, **kw)
