@@ -108,3 +108,72 @@ def test_embedded_model_shares_persona_prompts_exactly(smol_nn):
     assert shared == plain
     print(f"tokens computed: shared {n_shared}, unshared {n_plain}")
     assert n_shared < n_plain
+
+
+def _scored(model, share, fn):
+    old = model.share_prefixes
+    model.share_prefixes = share
+    try:
+        with counted(model) as n:
+            out = fn()
+        return out, n[0]
+    finally:
+        model.share_prefixes = old
+
+
+@pytest.mark.parametrize("backend", ["tiny_nn", "tiny_tl"])
+def test_shared_prefix_scoring_gives_the_unshared_logprobs(backend, request):
+    import numpy as np
+
+    model = request.getfixturevalue(backend)
+    prompts = _prompts(model)
+    conts = [" Sure, here is my answer.", " No.", " I think so, yes, certainly."] * 3 + [" Maybe."]
+    for fn in (lambda: model.logprobs(prompts, conts, batch_size=4),
+               lambda: model.logprobs(prompts, conts, reduce="mean", batch_size=4),
+               lambda: model.next_token_logprobs(prompts, batch_size=4).numpy()):
+        shared, n_shared = _scored(model, True, fn)
+        plain, n_plain = _scored(model, False, fn)
+        np.testing.assert_allclose(shared, plain, atol=1e-5, rtol=0)
+        if model.kv_option_scoring:
+            assert n_shared < 0.6 * n_plain, (n_shared, n_plain)
+        else:
+            assert n_shared == n_plain
+    # A steer turns sharing off: the steered numbers are the unshared ones, and they differ from unsteered.
+    vec = model.hf_model.get_input_embeddings().weight[5].detach() * 20
+    with model.steer([Steer(Site(1), vec, 1.0, "prompt")]):
+        steered, n_s = _scored(model, True, lambda: model.logprobs(prompts, conts, batch_size=4))
+        steered_plain, n_sp = _scored(model, False, lambda: model.logprobs(prompts, conts, batch_size=4))
+    np.testing.assert_array_equal(steered, steered_plain)
+    assert n_s == n_sp
+    assert not np.allclose(steered, model.logprobs(prompts, conts), atol=1e-3)  # the steer acts
+
+
+def test_token_budget_batches_fill_up_and_even_out():
+    from personascope.backends.base import chunk_order
+
+    order = list(range(64))
+    assert [len(b) for b in chunk_order(order, 64, [72] * 64, 4096)] == [32, 32]  # not 56 + 8
+    long = chunk_order(order, 64, [300] * 64, 4096)
+    assert all(len(b) * 300 <= 4096 + 300 for b in long) and max(map(len, long)) - min(map(len, long)) <= 1
+    assert [len(b) for b in chunk_order(order, 20, [10] * 64, 10**6)] == [16, 16, 16, 16]  # the row cap holds
+    assert chunk_order(order, 16) == [order[k:k + 16] for k in range(0, 64, 16)]  # no budget: fixed size
+    assert sorted(i for b in long for i in b) == order
+
+
+def test_generation_without_a_batch_size_uses_the_budget_and_gives_the_same_text(tiny_nn):
+    prompts = _prompts(tiny_nn, system="") * 3  # 30 short prompts
+    calls = [0]
+    emb = tiny_nn.hf_model.get_input_embeddings()
+    handle = emb.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    tiny_nn.share_prefixes = False
+    try:
+        budget = tiny_nn.generate(prompts, 12, progress=False)
+        n_budget, calls[0] = calls[0], 0
+        fixed = tiny_nn.generate(prompts, 12, batch_size=4, progress=False)
+        n_fixed = calls[0]
+    finally:
+        tiny_nn.share_prefixes = True
+        handle.remove()
+    assert budget == fixed
+    # All 30 rows fit one batch (30 x ~40 tokens < 256 x 16): one forward pass per step, not eight.
+    assert n_budget * 6 <= n_fixed, (n_budget, n_fixed)

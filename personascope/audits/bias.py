@@ -114,7 +114,7 @@ class PersonaBiasAudit(Audit):
             option named first in it (`mcq.first_mentioned_option`); counted in the outcome table.
         alpha: Family-wise error rate of the Holm-corrected tests.
         n_boot: Bootstrap resamples for CIs.
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass (None: the model's; generation by its token budget).
         n_examples: Examples to keep in the result.
     """
 
@@ -152,7 +152,7 @@ class PersonaBiasAudit(Audit):
     first_mention_fallback: bool = True
     alpha: Annotated[float, Interval(gt=0, lt=1)] = 0.05
     n_boot: Count = 1000
-    batch_size: Count = 16
+    batch_size: Count | None = None
     n_examples: Count0 = 6
 
     def __post_init__(self) -> None:
@@ -173,7 +173,7 @@ class PersonaBiasAudit(Audit):
         for name in ("n_questions", "generation_questions", "n_examples"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name} must be >= 0")
-        if self.batch_size < 1 or self.max_new_tokens < 1 or self.n_boot < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.max_new_tokens < 1 or self.n_boot < 1:
             raise UsageError("batch_size, max_new_tokens and n_boot must be >= 1")
 
     def validate(self) -> None:

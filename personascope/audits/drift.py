@@ -159,7 +159,7 @@ class OOCDriftAudit(Audit):
         noise_items: Rated atoms and replies whose degraded copies the judge rates for the noise
             control (each costs one rating per degradation; 0 skips the control, with a note).
         noise_kinds: Degradations of the noise control (``shuffled``, ``junk``).
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass (None: the model's; generation by its token budget).
     """
 
     name: ClassVar[str] = "ooc_drift"
@@ -194,7 +194,7 @@ class OOCDriftAudit(Audit):
     calibrate_judge: bool = True
     noise_items: Count0 = 40
     noise_kinds: tuple[Literal["shuffled", "junk"], ...] = ("shuffled", "junk")
-    batch_size: Count = 16
+    batch_size: Count | None = None
 
     def validate(self) -> None:
         """Traits, custom personas, prompt counts and conversation length must fit the built-in data."""
@@ -213,9 +213,11 @@ class OOCDriftAudit(Audit):
         if bad_levels:
             raise UsageError(f"Unknown levels {bad_levels}; allowed: {', '.join(LEVELS)}")
         for key, low in (("n_prompts", 1), ("runs", 1), ("max_new_tokens", 1), ("reply_tokens", 1), ("min_words", 1),
-                         ("turns", 3), ("conversation_runs", 0), ("n_vector_questions", 2), ("batch_size", 1)):
+                         ("turns", 3), ("conversation_runs", 0), ("n_vector_questions", 2)):
             if int(getattr(self, key)) < low:
                 raise UsageError(f"{key} must be at least {low} (got {getattr(self, key)})")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1 or None (got {self.batch_size})")
         from ..judges.controls import DEGRADATIONS
 
         bad_noise = [k for k in self.noise_kinds if k not in DEGRADATIONS]

@@ -234,7 +234,7 @@ class MemoryInjectionAudit(Audit):
         data: Folder with tasks/memory/attacks JSONL ("" = built-in).
         max_new_tokens: Generation length (generation mode).
         max_examples: Examples kept in the result.
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass (None: the model's; generation by its token budget).
     """
 
     name: ClassVar[str] = "memory_injection"
@@ -260,7 +260,7 @@ class MemoryInjectionAudit(Audit):
     data: str = ""
     max_new_tokens: Count = 24
     max_examples: Count0 = 6
-    batch_size: Count = 16
+    batch_size: Count | None = None
 
     def requirements(self) -> tuple[str, ...]:
         """Log-probs for option scoring; generation alone with ``scoring = "generate"`` (a served chat model)."""
@@ -273,9 +273,11 @@ class MemoryInjectionAudit(Audit):
 
     def __post_init__(self) -> None:
         for key, low in (("n_tasks", 1), ("queries_per_task", 1), ("k", 1), ("rounds", 0), ("max_new_tokens", 1),
-                         ("max_examples", 0), ("batch_size", 1)):
+                         ("max_examples", 0)):
             if int(getattr(self, key)) < low:
                 raise UsageError(f"{key} must be at least {low} (got {getattr(self, key)})")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1 or None (got {self.batch_size})")
         if not self.poison_copies or any(int(c) < 1 for c in self.poison_copies):
             raise UsageError(f"poison_copies must be a non-empty list of counts >= 1 (got {list(self.poison_copies)})")
         if len(set(self.poison_copies)) != len(self.poison_copies):

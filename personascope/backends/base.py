@@ -89,12 +89,44 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def prefix_batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+#: Generation without an explicit batch size: tokens (prompt + new) per row of the adapter's
+#: ``batch_size`` that one batch may hold, and rows per batch at most (per row of ``batch_size``).
+#: Each decode step costs about the same for 16 rows as for 32 on CPU, so fuller batches finish
+#: sooner (benchmarks/RESULTS.md); the budget keeps long prompts (memories, conversations) small.
+GEN_TOKENS_PER_ROW = 256
+GEN_ROWS_FACTOR = 4
+
+
+def chunk_order(order: Sequence[int], size: int, lengths: Sequence[int] | None = None,
+                budget: int | None = None) -> list[list[int]]:
+    """``order`` cut into batches: ``size`` rows each, or with ``budget`` as many as fit it, evened out.
+
+    With a budget, a batch holds at most ``size`` rows whose count times its longest ``lengths``
+    stays within ``budget`` (one row at least); the number of batches this takes is then spread
+    evenly over the rows, so no batch is a small remainder.
+    """
+    order = list(order)
+    if budget is None or lengths is None or not order:
+        return [order[k : k + size] for k in range(0, len(order), size)]
+    n_batches, rows, width = 0, 0, 0
+    for i in order:
+        w = max(width, lengths[i])
+        if rows and (rows + 1 > size or (rows + 1) * w > budget):
+            n_batches, rows, w = n_batches + 1, 0, lengths[i]
+        rows, width = rows + 1, w
+    n_batches += 1
+    per = -(-len(order) // n_batches)
+    return [order[k : k + per] for k in range(0, len(order), per)]
+
+
+def prefix_batches(seqs: Sequence[Sequence[int]], size: int, *, budget: int | None = None,
+                   extra: int = 0) -> list[list[int]]:
     """Batches of at most ``size`` indices that compute the fewest tokens with a shared prefix each.
 
     Two orders are costed, each batch as its shared prefix once plus every row padded to the
     longest remainder: by length, longest first (the least padding), and by token content (rows
     with a common system prompt, memory or earlier turns side by side). The cheaper one is used.
+    ``budget`` and ``extra`` (tokens each row adds, e.g. new tokens) size batches as `chunk_order`.
     """
     def cost(batches: list[list[int]]) -> int:
         total = 0
@@ -105,8 +137,10 @@ def prefix_batches(seqs: Sequence[Sequence[int]], size: int) -> list[list[int]]:
             total += c + len(rows) * (max(len(r) for r in rows) - c)
         return total
 
+    lengths = [len(q) + extra for q in seqs]
+
     def chunk(order: list[int]) -> list[list[int]]:
-        return [order[k : k + size] for k in range(0, len(order), size)]
+        return chunk_order(order, size, lengths, budget)
 
     by_length = chunk(sorted(range(len(seqs)), key=lambda i: -len(seqs[i])))
     by_content = chunk(sorted(range(len(seqs)), key=lambda i: (list(seqs[i]), i)))
@@ -376,14 +410,15 @@ class ModelAdapter(ABC):
             raise UsageError(f"Unknown reduce {reduce!r}; allowed: sum, mean")
         enc = self._encode(prompts, continuations)
         out = np.zeros(len(enc), dtype=np.float64)
-        for idx, ids, _, logits in self._logit_batches(enc, batch_size, "logprobs", progress):
+        for i, e in enumerate(enc):
+            if len(e.ids) == e.prompt_len:
+                raise UsageError(f"Continuation {i} is empty")
+        for idx, ids, _, logits, off in self._logit_batches(enc, batch_size, "logprobs", progress, share=True):
             logp = torch.log_softmax(logits.float(), dim=-1)
             for j, i in enumerate(idx):
                 p_len, t_len = enc[i].prompt_len, len(enc[i].ids)
-                if t_len == p_len:
-                    raise UsageError(f"Continuation {i} is empty")
-                targets = ids[j, p_len:t_len]
-                lp = logp[j, p_len - 1 : t_len - 1].gather(-1, targets[:, None]).sum()
+                targets = ids[j, p_len - off : t_len - off]
+                lp = logp[j, p_len - 1 - off : t_len - 1 - off].gather(-1, targets[:, None]).sum()
                 out[i] = lp.item() / (1 if reduce == "sum" else t_len - p_len)
         return out
 
@@ -401,7 +436,7 @@ class ModelAdapter(ABC):
                 raise UsageError(f"Token list {i} is empty")
             enc.append(_Encoded([int(t) for t in x], len(x)))
         out: list[np.ndarray] = [np.empty(0)] * len(enc)
-        for idx, tok, _, logits in self._logit_batches(enc, batch_size, "token-logprobs", progress):
+        for idx, tok, _, logits, _ in self._logit_batches(enc, batch_size, "token-logprobs", progress):
             logp = torch.log_softmax(logits.float(), dim=-1)
             for j, i in enumerate(idx):
                 n = len(enc[i].ids)
@@ -410,18 +445,53 @@ class ModelAdapter(ABC):
         return out
 
     def _logit_batches(
-        self, enc: list[_Encoded], batch_size: int | None, desc: str, progress: bool
-    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Right-padded forward passes with logits: yields ``(indices, ids, prompt_lens, logits)``."""
-        order = sorted(range(len(enc)), key=lambda i: -len(enc[i].ids))
+        self, enc: list[_Encoded], batch_size: int | None, desc: str, progress: bool, *, share: bool = False
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+        """Right-padded forward passes with logits: yields ``(indices, ids, prompt_lens, logits, offset)``.
+
+        ``ids`` and ``logits`` start at token ``offset`` of every row: with ``share`` (and no steering,
+        on a ``kv_option_scoring`` backend) a token prefix all rows of a batch share, within their
+        prompts, runs once and only the rest is run and returned; otherwise ``offset`` is 0.
+        """
+        size = batch_size or self.batch_size
+        share = share and self.share_prefixes and self.kv_option_scoring and not self._steers
+        batches = (prefix_batches([e.ids[: e.prompt_len] for e in enc], size) if share else
+                   list(self._batches(sorted(range(len(enc)), key=lambda i: -len(enc[i].ids)), size)))
         with torch.inference_mode(), tqdm(total=len(enc), desc=desc, disable=not progress, leave=False) as bar:
-            for idx in self._batches(order, batch_size or self.batch_size):
-                ids, mask = self._pad([enc[i].ids for i in idx], "right")
-                plens = torch.tensor([enc[i].prompt_len for i in idx], device=ids.device)
-                _, logits = self._forward(ids, mask, [], plens, want_logits=True)
-                assert logits is not None  # asked for with want_logits
-                yield idx, ids, plens, logits
+            for idx in batches:
+                plens = torch.tensor([enc[i].prompt_len for i in idx], device=self.device)
+                common = common_prefix([enc[i].ids[: enc[i].prompt_len] for i in idx]) if share else 0
+                if common >= MIN_SHARED_PREFIX:
+                    ids, logits = self._shared_logits([enc[i].ids for i in idx], common)
+                    yield idx, ids, plens, logits, common
+                else:
+                    ids, mask = self._pad([enc[i].ids for i in idx], "right")
+                    _, full = self._forward(ids, mask, [], plens, want_logits=True)
+                    assert full is not None  # asked for with want_logits
+                    yield idx, ids, plens, full, 0
                 bar.update(len(idx))
+
+    def _shared_logits(self, seqs: list[list[int]], common: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``seqs`` after their shared first ``common`` tokens, which run once.
+
+        Returns the right-padded remainders ``[b, w]`` and their logits ``[b, w, vocab]``; the
+        position ids continue after the prefix, as in one pass over the whole sequence.
+        """
+        import inspect
+
+        dev, b = self.device, len(seqs)
+        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
+        params = inspect.signature(self.hf_model.forward).parameters
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
+        rest, mask = self._pad([s[common:] for s in seqs], "right")
+        full_mask = torch.cat([torch.ones((b, common), dtype=torch.long, device=dev), mask], 1)
+        pos = common + torch.arange(rest.shape[1], device=dev)[None].expand(b, -1)
+        out = self.hf_model(input_ids=rest, attention_mask=full_mask, position_ids=pos, use_cache=True,
+                            **{self._cache_kwarg(): cache})
+        return rest, out.logits
 
     def next_token_logprobs(
         self, prompts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
@@ -433,8 +503,8 @@ class ModelAdapter(ABC):
         """
         enc = self._encode(prompts, None)
         out: torch.Tensor | None = None
-        for idx, _, plens, logits in self._logit_batches(enc, batch_size, "next-token", progress):
-            last = logits[torch.arange(len(idx), device=logits.device), plens - 1].float()
+        for idx, _, plens, logits, off in self._logit_batches(enc, batch_size, "next-token", progress, share=True):
+            last = logits[torch.arange(len(idx), device=logits.device), plens - 1 - off].float()
             logp = torch.log_softmax(last, dim=-1).cpu()
             if out is None:
                 out = torch.empty((len(enc), logp.shape[-1]), dtype=torch.float32)
@@ -544,7 +614,8 @@ class ModelAdapter(ABC):
             do_sample: Sample instead of greedy decoding.
             temperature: Sampling temperature.
             seed: Seed for sampling (same seed, same text).
-            batch_size: Prompts per batch (left-padded).
+            batch_size: Prompts per batch (left-padded); None: batches by a token budget
+                (``GEN_TOKENS_PER_ROW`` x the adapter's ``batch_size`` tokens, prompt + new).
             progress: Show a progress bar.
 
         Returns:
@@ -554,12 +625,15 @@ class ModelAdapter(ABC):
         extra = [] if steer is None else [steer] if isinstance(steer, Steer) else list(steer)
         enc = self._encode(prompts, None)
         texts: list[str] = [""] * len(enc)
-        size = batch_size or self.batch_size
+        # No batch size given: batches by a token budget (prompt + new tokens), see GEN_TOKENS_PER_ROW.
+        size = batch_size or GEN_ROWS_FACTOR * self.batch_size
+        budget = None if batch_size else GEN_TOKENS_PER_ROW * self.batch_size
         # A steer may act on prompt positions only, which a cache computed without it would miss:
         # only unsteered generation shares prefixes.
         share = self.share_prefixes and self.kv_option_scoring and not extra and not self._steers
-        batches = (prefix_batches([e.ids for e in enc], size) if share else
-                   list(self._batches(sorted(range(len(enc)), key=lambda i: -len(enc[i].ids)), size)))
+        batches = (prefix_batches([e.ids for e in enc], size, budget=budget, extra=max_new_tokens) if share else
+                   chunk_order(sorted(range(len(enc)), key=lambda i: -len(enc[i].ids)), size,
+                               [len(e.ids) + max_new_tokens for e in enc], budget))
         eos = self._eos_ids()
         gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
         if do_sample:
@@ -614,7 +688,10 @@ class ModelAdapter(ABC):
         """
         dev, b = self.device, len(seqs)
         pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
-        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, logits_to_keep=1)
+        import inspect
+
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters else {}
+        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
         cache = getattr(res, "cache", None) or res.past_key_values
         cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
         rest, mask_rest = self._pad([s[common:] for s in seqs], "left")
