@@ -57,10 +57,8 @@ def test_shared_prefix_generation_gives_the_unshared_text(backend, request):
     shared, n_shared = _generate(model, prompts, True, batch_size=4)
     plain, n_plain = _generate(model, prompts, False, batch_size=4)
     assert shared == plain
-    if model.kv_option_scoring:  # nnsight: the prefix is computed once per batch
-        assert n_shared < 0.6 * n_plain, (n_shared, n_plain)
-    else:  # TransformerLens generates through its hooks: no sharing, nothing changes
-        assert n_shared == n_plain
+    assert model.kv_generation_sharing  # both backends: the prefix is computed once per batch
+    assert n_shared < 0.6 * n_plain, (n_shared, n_plain)
 
 
 def test_sampled_generation_with_a_seed_repeats_with_sharing(tiny_nn):
@@ -101,10 +99,12 @@ def test_common_prefix_leaves_every_row_a_token():
 
 
 @pytest.mark.slow
-def test_embedded_model_shares_persona_prompts_exactly(smol_nn):
-    prompts = _prompts(smol_nn)
-    shared, n_shared = _generate(smol_nn, prompts, True)
-    plain, n_plain = _generate(smol_nn, prompts, False)
+@pytest.mark.parametrize("backend", ["smol_nn", "smol_tl"])
+def test_embedded_model_shares_persona_prompts_exactly(backend, request):
+    model = request.getfixturevalue(backend)
+    prompts = _prompts(model)
+    shared, n_shared = _generate(model, prompts, True)
+    plain, n_plain = _generate(model, prompts, False)
     assert shared == plain
     print(f"tokens computed: shared {n_shared}, unshared {n_plain}")
     assert n_shared < n_plain
@@ -136,7 +136,7 @@ def test_shared_prefix_scoring_gives_the_unshared_logprobs(backend, request):
         np.testing.assert_allclose(shared, plain, atol=1e-5, rtol=0)
         if model.kv_option_scoring:
             assert n_shared < 0.6 * n_plain, (n_shared, n_plain)
-        else:
+        else:  # TransformerLens scores through its own forward: no sharing, nothing changes
             assert n_shared == n_plain
     # A steer turns sharing off: the steered numbers are the unshared ones, and they differ from unsteered.
     vec = model.hf_model.get_input_embeddings().weight[5].detach() * 20

@@ -159,8 +159,10 @@ class ModelAdapter(ABC):
     #: cache directly (TransformerLens computes slightly different logits: it scores pairs in full).
     kv_option_scoring: bool = False
     backend_packages: tuple[str, ...] = ()
-    #: Unsteered generation computes the token prefix a batch shares once (``kv_option_scoring``
-    #: backends only; see `generate`). Set False to compare with the unshared path.
+    #: Unsteered generation computes the token prefix a batch shares once (see `generate`) on a
+    #: backend that generates with the Hugging Face model and can hand it a prefilled cache.
+    kv_generation_sharing: bool = False
+    #: Prefix sharing in generation and scoring; set False to compare with the unshared path.
     share_prefixes: bool = True
 
     def __init__(
@@ -630,7 +632,7 @@ class ModelAdapter(ABC):
         budget = None if batch_size else GEN_TOKENS_PER_ROW * self.batch_size
         # A steer may act on prompt positions only, which a cache computed without it would miss:
         # only unsteered generation shares prefixes.
-        share = self.share_prefixes and self.kv_option_scoring and not extra and not self._steers
+        share = self.share_prefixes and self.kv_generation_sharing and not extra and not self._steers
         batches = (prefix_batches([e.ids for e in enc], size, budget=budget, extra=max_new_tokens) if share else
                    chunk_order(sorted(range(len(enc)), key=lambda i: -len(enc[i].ids)), size,
                                [len(e.ids) + max_new_tokens for e in enc], budget))
@@ -686,18 +688,23 @@ class ModelAdapter(ABC):
         are masked out and, as generate derives position ids from the attention mask, the real
         tokens keep the positions they have unshared.
         """
-        dev, b = self.device, len(seqs)
-        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
         import inspect
 
+        dev, b = self.device, len(seqs)
+        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
         keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters else {}
-        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
+        with self._prefill_context():
+            res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
         cache = getattr(res, "cache", None) or res.past_key_values
         cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
         rest, mask_rest = self._pad([s[common:] for s in seqs], "left")
         ids = torch.cat([pre.expand(b, -1), rest], 1)
         mask = torch.cat([torch.ones((b, common), dtype=torch.long, device=dev), mask_rest], 1)
         return ids, mask, cache
+
+    def _prefill_context(self) -> Any:
+        """Context in which a forward of ``hf_model`` fills a key/value cache as `_generate_ids` reads it."""
+        return contextlib.nullcontext()
 
     def _eos_ids(self) -> list[int]:
         ids: set[int] = set()

@@ -20,6 +20,7 @@ class NNsightAdapter(ModelAdapter):
 
     backend_name = "nnsight"
     kv_option_scoring = True
+    kv_generation_sharing = True
     backend_packages = ("nnsight",)
 
     def __init__(self, hf_model: Any, tokenizer: Any, **kwargs: Any) -> None:

@@ -7,8 +7,10 @@ the adapter. Hooks exist only inside ``bridge.hooks(...)`` blocks, which remove 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -35,6 +37,9 @@ class TransformerLensAdapter(ModelAdapter):
 
     backend_name = "transformer_lens"
     backend_packages = ("transformer-lens",)
+    # Generation runs the bridge's blocks inside the Hugging Face model (`_generate_ids`), so a
+    # prefix cache filled through them (`_prefill_context`) is the one generate would fill.
+    kv_generation_sharing = True
 
     def __init__(self, hf_model: Any, tokenizer: Any, **kwargs: Any) -> None:
         with requires("tl", "the transformer_lens backend"):
@@ -102,6 +107,16 @@ class TransformerLensAdapter(ModelAdapter):
                 # (same left-padding and stopping as the nnsight adapter) passes through TL's hooks.
                 hf: Any = self.bridge.original_model  # the wrapped Hugging Face model
                 return hf.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def _prefill_context(self) -> Iterator[None]:
+        """The cache aliasing of `_generate_ids`, for a prefix filled before generation."""
+        handles = self._alias_kv_cache()
+        try:
+            yield
         finally:
             for h in handles:
                 h.remove()
