@@ -154,8 +154,13 @@ def test_token_budget_batches_fill_up_and_even_out():
     order = list(range(64))
     assert [len(b) for b in chunk_order(order, 64, [72] * 64, 4096)] == [32, 32]  # not 56 + 8
     long = chunk_order(order, 64, [300] * 64, 4096)
-    assert all(len(b) * 300 <= 4096 + 300 for b in long) and max(map(len, long)) - min(map(len, long)) <= 1
-    assert [len(b) for b in chunk_order(order, 20, [10] * 64, 10**6)] == [16, 16, 16, 16]  # the row cap holds
+    assert all(len(b) * 300 <= 4096 for b in long) and max(map(len, long)) - min(map(len, long)) <= 1
+    # Mixed lengths: evening out never puts long rows into a batch over the budget.
+    lens = [400] * 10 + [50] * 54
+    mixed = chunk_order(order, 64, lens, 4096)
+    assert all(len(b) * max(lens[i] for i in b) <= 4096 for b in mixed)
+    assert [len(b) for b in mixed] == [10, 54]
+    assert [len(b) for b in chunk_order(order, 20, [10] * 64, 10**6)] == [20, 20, 12, 12]  # the row cap holds
     assert chunk_order(order, 16) == [order[k:k + 16] for k in range(0, 64, 16)]  # no budget: fixed size
     assert sorted(i for b in long for i in b) == order
 

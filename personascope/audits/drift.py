@@ -194,7 +194,9 @@ class OOCDriftAudit(Audit):
     calibrate_judge: bool = True
     noise_items: Count0 = 40
     noise_kinds: tuple[Literal["shuffled", "junk"], ...] = ("shuffled", "junk")
-    batch_size: Count | None = None
+    # Fixed, not the token budget: the sampled conversations and atoms (and the measured quick-profile
+    # results the tests and docs cite) depend on how prompts are batched.
+    batch_size: Count | None = 16
 
     def validate(self) -> None:
         """Traits, custom personas, prompt counts and conversation length must fit the built-in data."""

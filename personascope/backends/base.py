@@ -99,24 +99,31 @@ GEN_ROWS_FACTOR = 4
 
 def chunk_order(order: Sequence[int], size: int, lengths: Sequence[int] | None = None,
                 budget: int | None = None) -> list[list[int]]:
-    """``order`` cut into batches: ``size`` rows each, or with ``budget`` as many as fit it, evened out.
+    """``order`` cut into batches: ``size`` rows each, or with ``budget`` as many as fit it.
 
-    With a budget, a batch holds at most ``size`` rows whose count times its longest ``lengths``
-    stays within ``budget`` (one row at least); the number of batches this takes is then spread
-    evenly over the rows, so no batch is a small remainder.
+    With a budget, each batch takes the next rows while it has at most ``size`` rows and its row
+    count times its longest ``lengths`` stays within ``budget`` (one row at least). A small last
+    batch is evened out with the one before when the first half still fits the budget, since a
+    decode step costs nearly the same for few rows as for many.
     """
     order = list(order)
     if budget is None or lengths is None or not order:
         return [order[k : k + size] for k in range(0, len(order), size)]
-    n_batches, rows, width = 0, 0, 0
+    batches: list[list[int]] = [[]]
+    width = 0
     for i in order:
         w = max(width, lengths[i])
-        if rows and (rows + 1 > size or (rows + 1) * w > budget):
-            n_batches, rows, w = n_batches + 1, 0, lengths[i]
-        rows, width = rows + 1, w
-    n_batches += 1
-    per = -(-len(order) // n_batches)
-    return [order[k : k + per] for k in range(0, len(order), per)]
+        if batches[-1] and (len(batches[-1]) + 1 > size or (len(batches[-1]) + 1) * w > budget):
+            batches.append([])
+            w = lengths[i]
+        batches[-1].append(i)
+        width = w
+    if len(batches) > 1:
+        both = batches[-2] + batches[-1]
+        half = -(-len(both) // 2)
+        if half * max(lengths[i] for i in both[:half]) <= budget and half <= size:
+            batches[-2:] = [both[:half], both[half:]]
+    return batches
 
 
 def prefix_batches(seqs: Sequence[Sequence[int]], size: int, *, budget: int | None = None,
@@ -479,15 +486,8 @@ class ModelAdapter(ABC):
         Returns the right-padded remainders ``[b, w]`` and their logits ``[b, w, vocab]``; the
         position ids continue after the prefix, as in one pass over the whole sequence.
         """
-        import inspect
-
         dev, b = self.device, len(seqs)
-        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
-        params = inspect.signature(self.hf_model.forward).parameters
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
-        cache = getattr(res, "cache", None) or res.past_key_values
-        cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
+        _, cache = self._prefix_cache(seqs[0][:common], b)
         rest, mask = self._pad([s[common:] for s in seqs], "right")
         full_mask = torch.cat([torch.ones((b, common), dtype=torch.long, device=dev), mask], 1)
         pos = common + torch.arange(rest.shape[1], device=dev)[None].expand(b, -1)
@@ -688,19 +688,24 @@ class ModelAdapter(ABC):
         are masked out and, as generate derives position ids from the attention mask, the real
         tokens keep the positions they have unshared.
         """
-        import inspect
-
         dev, b = self.device, len(seqs)
-        pre = torch.tensor([seqs[0][:common]], dtype=torch.long, device=dev)
-        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters else {}
-        with self._prefill_context():
-            res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
-        cache = getattr(res, "cache", None) or res.past_key_values
-        cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
+        pre, cache = self._prefix_cache(seqs[0][:common], b)
         rest, mask_rest = self._pad([s[common:] for s in seqs], "left")
         ids = torch.cat([pre.expand(b, -1), rest], 1)
         mask = torch.cat([torch.ones((b, common), dtype=torch.long, device=dev), mask_rest], 1)
         return ids, mask, cache
+
+    def _prefix_cache(self, prefix: list[int], rows: int) -> tuple[torch.Tensor, Any]:
+        """``prefix`` as a ``[1, n]`` tensor and its key/value cache, computed once and repeated ``rows`` times."""
+        import inspect
+
+        pre = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters else {}
+        with self._prefill_context():
+            res = self.hf_model(input_ids=pre, attention_mask=torch.ones_like(pre), use_cache=True, **keep)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=self.device))
+        return pre, cache
 
     def _prefill_context(self) -> Any:
         """Context in which a forward of ``hf_model`` fills a key/value cache as `_generate_ids` reads it."""
