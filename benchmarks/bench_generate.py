@@ -204,14 +204,19 @@ def main(argv: list[str] | None = None) -> None:
     section = "\n".join(lines)
     print("\n" + section)
     if args.write:
-        path = Path(__file__).resolve().parent / "RESULTS.md"
-        doc = path.read_text()
-        if START in doc and END in doc:
-            doc = doc[: doc.index(START)] + section + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(doc)
-        print(f"wrote {path}")
+        print(f"wrote {write_section(section, START, END)}")
+
+
+def write_section(section: str, start: str, end: str) -> Path:
+    """Replace the part of benchmarks/RESULTS.md between ``start`` and ``end`` (or append it)."""
+    path = Path(__file__).resolve().parent / "RESULTS.md"
+    doc = path.read_text()
+    if start in doc and end in doc:
+        doc = doc[: doc.index(start)] + section + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(doc)
+    return path
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_capture import machine_info  # noqa: E402
+from bench_generate import write_section  # noqa: E402
 
 import personascope as ps  # noqa: E402
 from personascope.runner import load_config, run_audits  # noqa: E402
@@ -106,14 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     section = "\n".join(lines)
     print("\n" + section)
     if args.write:
-        path = Path(__file__).resolve().parent / "RESULTS.md"
-        doc = path.read_text()
-        if START in doc and END in doc:
-            doc = doc[: doc.index(START)] + section + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(doc)
-        print(f"wrote {path}")
+        print(f"wrote {write_section(section, START, END)}")
 
 
 if __name__ == "__main__":
