@@ -468,6 +468,10 @@ def load_model(
         raise UsageError(f"Unknown backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend in BACKEND_EXTRAS:  # before the weights load: a missing extra costs no model work
         check_extra(BACKEND_EXTRAS[backend], f"the {backend} backend")
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        # accelerate's own error surfaces as an unloadable model folder: name the choices instead.
+        raise UsageError(f"Unknown device_map {device_map!r}; allowed: {', '.join(DEVICE_MAPS)} or a dict "
+                         "of module name to device")
     if isinstance(spec, str | os.PathLike):
         model, tok, resolved, fp, method = load_hf(
             str(spec), device=device, dtype=dtype, device_map=device_map
@@ -506,6 +510,8 @@ def load_model(
     return adapter
 
 
+#: The named device maps of accelerate (``from_pretrained(device_map=...)``).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 #: Batch size on CPU: larger batches gain nothing on 2-16 cores and pad more.
 CPU_BATCH_SIZE = 16
 #: Tokens per sequence the memory estimate plans for (prompt + generation of the built-in audits).

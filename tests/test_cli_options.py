@@ -121,7 +121,8 @@ def test_batch_size_must_be_positive(capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["capture", "--prompts", "p", "--out", "o", "--batch-size", "0"])
     assert exc.value.code == ExitCode.USAGE
-    assert "not at least 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not at least 1" in err and "'auto'" in err
     assert build_parser().parse_args(["capture", "--prompts", "p", "--out", "o", "--batch-size", "auto"]
                                      ).batch_size == "auto"
 
@@ -139,6 +140,14 @@ def test_auto_batch_size_follows_free_memory_and_stays_fixed_on_cpu(tiny_nn):
     assert batch_size_for_memory(1e11, cfg, seq_len=2048, cap=10**6) < one
     assert batch_size_for_memory(1.0, cfg) == 1 and batch_size_for_memory(1e15, cfg) == 256
     assert auto_batch_size(tiny_nn.hf_model) == CPU_BATCH_SIZE
+
+
+def test_an_unknown_device_map_is_named_before_any_load(tmp_path):
+    from personascope.errors import UsageError
+    from personascope.models import load_model
+
+    with pytest.raises(UsageError, match="device_map 'everywhere'.*balanced"):
+        load_model(str(tmp_path / "no-such-model"), device_map="everywhere")
 
 
 def test_judge_flags_make_a_judge_spec_or_config_overrides():

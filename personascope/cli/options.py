@@ -55,7 +55,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def batch_size_arg(text: str) -> int | str:
     """The argparse type of ``--batch-size``: ``auto`` or an integer of at least 1."""
-    return "auto" if text == "auto" else positive_int(text)
+    if text == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; give a count of at least 1 or 'auto'") from None
 
 
 def positive_int(text: str) -> int:

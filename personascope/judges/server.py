@@ -380,6 +380,8 @@ class _Batcher:
                         for job, r in zip(live, self._call(live), strict=True):
                             job.result = r
                         self.sizes.append(len(live))
+                        if len(self.sizes) > 10_000:  # a long-lived server keeps the recent ones only
+                            del self.sizes[:5_000]
             except BaseException as e:  # noqa: BLE001 - every waiting request answers, the worker lives on
                 for job in live:
                     job.error = e
