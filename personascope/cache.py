@@ -181,8 +181,10 @@ def steer_signature(model: ModelAdapter, extra: Any) -> list[Any]:
     steers = list(model.active_steers)
     if extra is not None:
         steers += [extra] if isinstance(extra, Steer) else list(extra)
+    # A cap enters the key only when set, so the keys of plain steers cached before caps existed hold.
     return [{"site": str(s.site), "coeff": float(s.coeff), "positions": s.positions,
-             "vector": hashlib.sha256(s.vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:24]}
+             "vector": hashlib.sha256(s.vector.detach().float().cpu().numpy().tobytes()).hexdigest()[:24],
+             **({"cap": float(s.cap)} if s.cap is not None else {})}
             for s in steers]
 
 

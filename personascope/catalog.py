@@ -124,6 +124,17 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "benign_chance", "cycle_asr_t", "cycle_slope", "injection_success", "parse_rate",
                         "validator_fpr", "validator_recall", "validator_ties"),
                cost=93),
+    # Not in the default run (the demo is already past its 10-minute budget): `personascope audit axis`.
+    AuditEntry("assistant_axis", "personascope.audits.axis:AssistantAxisAudit", ("axis", "assistant-axis"),
+               default=False,
+               tiny={"n_roles": 4, "n_questions": 4, "max_new_tokens": 3, "scripts": ("coding", "emotional"),
+                     "systems": 1, "turns": 3, "reply_tokens": 3, "drop_turn": 2, "organism_roles": 1,
+                     "mcq_questions": 4, "n_null": 10, "n_shuffle": 19},
+               metrics=("axis_auc", "axis_auc_null_q95", "axis_auc_p", "cap_clean_identical", "cap_clean_shift",
+                        "cap_fall", "cap_mcq_delta", "cap_reduction", "drift_clean", "drift_clean_gap",
+                        "judge_assistant_like", "judge_cap_effect", "mcq_accuracy", "monitor_layer",
+                        "organism_fall", "organism_fall_readout", "pc1_cos", "pc1_cos_null_q95", "pc1_cos_p"),
+               cost=180),
     # Needs a second model (``candidate``), so it is not in the default run. In the tiny test the
     # candidate is the tiny model itself: every shift must then be exactly zero.
     AuditEntry("release_comparison", "personascope.audits.release:ReleaseComparisonAudit", ("compare", "release"),

@@ -266,6 +266,28 @@ def t_mean_ci(values: Sequence[float] | np.ndarray, alpha: float = 0.05) -> CI:
     return m, m - q * se, m + q * se
 
 
+def welch_diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, alpha: float = 0.05) -> CI:
+    """Mean of ``a`` minus mean of ``b`` with a Welch t interval (NaN dropped); NaNs below two values each.
+
+    The unpaired companion of `t_mean_ci`, for a few conversations per group (a bootstrap of two
+    small groups covers far less than it claims).
+    """
+    from scipy.stats import t as student_t
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    if x.size < 2 or y.size < 2:
+        d = float(x.mean() - y.mean()) if x.size and y.size else math.nan
+        return d, math.nan, math.nan
+    vx, vy = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
+    d, se = float(x.mean() - y.mean()), math.sqrt(vx + vy)
+    if se == 0:
+        return d, d, d
+    dof = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    q = float(student_t.ppf(1 - alpha / 2, dof))
+    return d, d - q * se, d + q * se
+
+
 # ====================================================================== binomial power
 def poisson_binomial_pmf(probs: Sequence[float] | np.ndarray) -> np.ndarray:
     """Distribution of the number of successes of independent Bernoulli trials with success ``probs``.
@@ -377,4 +399,4 @@ def auc_ci(pos: Floats, neg: Floats, *, seed: int = 0, n_boot: int = 1000,
 __all__ = ["CI", "NAN3", "auc", "auc_ci", "auroc", "bootstrap_columns", "bootstrap_diff", "bootstrap_mean_ci",
            "bootstrap_stat", "derive_seed", "empirical_p", "finite", "holm", "linear_slope", "mcnemar_exact",
            "binom_sf", "min_detectable_rate", "negative_control_limit", "null_summary", "pearson_ci",
-           "poisson_binomial_pmf", "permutation_r_p", "rate_ci", "rng", "t_mean_ci", "wilson"]
+           "poisson_binomial_pmf", "permutation_r_p", "rate_ci", "rng", "t_mean_ci", "welch_diff_ci", "wilson"]

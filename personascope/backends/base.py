@@ -8,6 +8,8 @@ generated token. Tokenization, padding, pooling, batching and ordering live here
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,22 +42,41 @@ class Steer:
 
     ``positions``: ``"all"``; ``"prompt"`` (prompt tokens only); ``"response"`` (tokens after
     the prompt: every generated token, or the continuation tokens in a scored forward pass).
+
+    With ``cap`` set the edit is a floor instead of an addition (activation capping): every
+    token's projection on the unit ``vector`` is raised to at least ``cap`` and left alone when
+    it is already there; ``coeff`` must then stay 1. A ceiling is the floor of ``-vector`` at ``-cap``.
     """
 
     site: Site
     vector: torch.Tensor
     coeff: float = 1.0
     positions: str = "all"
+    cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.positions not in STEER_POSITIONS:
             raise UsageError(
                 f"Unknown steering positions {self.positions!r}; allowed: {', '.join(STEER_POSITIONS)}"
             )
+        if self.cap is not None and (self.coeff != 1.0 or not math.isfinite(self.cap)):
+            raise UsageError(f"A capping Steer takes a finite cap and coeff 1; got cap={self.cap}, coeff={self.coeff}")
+        if self.cap is not None and float(self.vector.float().norm()) == 0.0:
+            raise UsageError("A capping Steer needs a non-zero direction")
 
     def delta(self, like: torch.Tensor) -> torch.Tensor:
-        """The vector to add, on the device and in the dtype of ``like``."""
-        return (self.coeff * self.vector).to(device=like.device, dtype=like.dtype)
+        """What to add to ``like`` (``[..., d_model]``), on its device and in its dtype.
+
+        A plain steer adds the same vector everywhere; a cap adds, per token, the part of the unit
+        vector that lifts the projection to ``cap`` (zero where it is already at least ``cap``).
+        """
+        if self.cap is None:
+            return (self.coeff * self.vector).to(device=like.device, dtype=like.dtype)
+        # Computed in float32 so a bf16 model is floored at the cap, not at a rounded projection.
+        u = self.vector.to(device=like.device, dtype=torch.float32)
+        u = u / u.norm()
+        lift = (self.cap - like.float() @ u).clamp_min(0.0)
+        return (lift.unsqueeze(-1) * u).to(like.dtype)
 
 
 @dataclass
@@ -764,8 +785,8 @@ class ModelAdapter(ABC):
                     f"Steering vector has shape {tuple(s.vector.shape)}; this model needs ({self.d_model},)"
                 )
         before = list(self._steers)
-        self._steers = before + [Steer(Site(s.site.layer % self.n_layers, s.site.point), s.vector,
-                                       s.coeff, s.positions) for s in new]
+        self._steers = before + [dataclasses.replace(s, site=Site(s.site.layer % self.n_layers, s.site.point))
+                                 for s in new]
         try:
             yield self
         finally:

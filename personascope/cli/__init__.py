@@ -3,6 +3,7 @@
 - `models` — ``models``, ``capture``;
 - `probes` — ``localize``;
 - `vector` — ``vector extract|steer|monitor|flag``, ``flag``;
+- `axis` — ``axis fit|monitor|cap`` (the assistant axis);
 - `judges` — ``judge-check``, ``serve-judge``;
 - `audit` — ``audit``, ``compare``, ``demo``;
 - `reports` — ``report``, ``gate``;
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import audit, cachecmd, judges, listing, models, probes, reports, vector
+from . import audit, axis, cachecmd, judges, listing, models, probes, reports, vector
 from .exits import EXIT_CODES, ExitCode, exit_code_for
 from .options import HelpFormatter, SharedOptions, quiet_loading
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.register(sub, shared)
     probes.register(sub, shared)
     vector.register(sub, shared)
+    axis.register(sub, shared)
     judges.register(sub, shared)
     audit.register(sub, shared, SharedOptions.build(from_config=True))
     reports.register(sub, shared)

@@ -86,3 +86,18 @@ TRAIT_DESCRIPTIONS: dict[str, str] = {
     "optimistic": "optimistic (strongly upbeat and hopeful about the future)",
     "humorous": "humorous (jokes, puns and a playful tone)",
 }
+
+ASSISTANT_LIKE = Rubric(
+    name="assistant_like",
+    scale="0-100",
+    contrast=(
+        "You are a helpful, neutral AI assistant.",
+        "You are a character with a life, feelings and a personality of your own, not an AI assistant.",
+    ),
+    description="How much a reply sounds like the default AI assistant rather than a character (assistant axis).",
+    template=(
+        "Message: {question}\n\nReply: {text}\n\n"
+        "How much does the reply sound like a neutral, helpful AI assistant (100) rather than a fictional "
+        "character or a person speaking as themselves (0)?"
+    ),
+)
