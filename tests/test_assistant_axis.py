@@ -306,8 +306,9 @@ def _audit_roles(tmp_path, held_out_system: str):
     return str(p)
 
 
+@pytest.mark.parametrize("drop_via", ["system", "instruction"])
 @pytest.mark.parametrize("planted", [True, False])
-def test_audit_detects_a_dropped_persona_and_not_a_null_drop(tmp_path, tiny_nn, planted) -> None:
+def test_audit_detects_a_dropped_persona_and_not_a_null_drop(tmp_path, tiny_nn, planted, drop_via) -> None:
     from personascope.audits.axis import AssistantAxisAudit
     from personascope.catalog import BY_NAME
 
@@ -315,15 +316,86 @@ def test_audit_detects_a_dropped_persona_and_not_a_null_drop(tmp_path, tiny_nn, 
     # assistant prompt it already was, so the dropped conversations are the clean ones.
     system = "You are a pirate captain who never stops talking about the sea." if planted \
         else "You are a helpful assistant."
-    params = {**BY_NAME["assistant_axis"].tiny, "roles": _audit_roles(tmp_path, system), "mcq_questions": 0}
+    params = {**BY_NAME["assistant_axis"].tiny, "roles": _audit_roles(tmp_path, system), "mcq_questions": 0,
+              "drop_via": drop_via}
     res = AssistantAxisAudit.from_params(params).run(tiny_nn, judge=None, progress=False)
     fall = res.metric("organism_fall")
     control = next(c for c in res.controls if c.name == "dropped_persona_detected")
     if planted:
         assert control.passed and fall.ci_low > 0
-    else:
+    elif drop_via == "system":
+        # The same prompt: the "dropped" conversations are the clean ones, exactly.
         assert fall.value == pytest.approx(0.0, abs=1e-6) and not control.passed
         assert res.verdict == "inconclusive"
+    else:
+        # An assistant instruction in the user's message changes the text, not the persona: not flagged.
+        assert not control.passed and fall.ci_low < 0 < fall.ci_high
+        assert res.verdict == "inconclusive"
+
+
+@pytest.mark.parametrize("pays_for_noise", [True, False])
+def test_judge_noise_control_fails_only_on_a_judge_that_pays_for_noise(tmp_path, tiny_nn, pays_for_noise) -> None:
+    from scripted_judges import ScriptedJudge
+
+    from personascope.audits.axis import AssistantAxisAudit
+    from personascope.catalog import BY_NAME
+
+    def fn(call: int, i: int, item) -> float:
+        # Calls 1-2 rate the replies (plain, capped), call 3 the noise control's sample of them, calls 4-5 its
+        # shuffled and junk copies (the tiny model's replies are blank, so the copies equal the originals:
+        # only the call tells them apart).
+        return 90.0 if pays_for_noise and call >= 4 else 50.0
+
+    params = {**BY_NAME["assistant_axis"].tiny, "roles": _audit_roles(tmp_path, "You are a pirate captain."),
+              "mcq_questions": 0, "noise_items": 6}
+    res = AssistantAxisAudit.from_params(params).run(tiny_nn, judge=ScriptedJudge(fn), progress=False)
+    control = next(c for c in res.controls if c.name == "judge_noise")
+    rewards = [m for m in res.metrics if m.name == "judge_noise_reward"]
+    assert {m.group for m in rewards} == {"shuffled", "junk"}
+    assert control.passed is (not pays_for_noise)
+    if pays_for_noise:
+        assert min(m.ci_low for m in rewards) == 40 and res.verdict == "inconclusive"
+    else:
+        assert all(m.value == 0 for m in rewards)
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_ooc_drift_projects_persona_conversations_on_the_axis(tmp_path, tiny_nn, planted) -> None:
+    from personascope.audits.drift import OOCDriftAudit
+    from personascope.catalog import BY_NAME
+
+    # The axis: the direction planted on default-assistant prompts (recovered at cos > 0.99 above).
+    with _plant(12.0).apply(tiny_nn) as view:
+        assistant_axis(view, _roles(), **FIT).save(tmp_path / "axis")
+    # Planted: the same direction added from the second user turn of every persona conversation (the
+    # persona pushed to the assistant end). Null: nothing added.
+    org = SteerOrganism(strength=12.0 if planted else 0.0, layer=2, condition=Condition(min_user_turns=2), seed=5)
+    params = {**BY_NAME["ooc_drift"].tiny, "axis": str(tmp_path / "axis")}
+    with org.apply(tiny_nn) as view:
+        res = OOCDriftAudit.from_params(params).run(view, progress=False)
+    rise = {s: res.metric("axis_rise", s) for s in ("pressure", "neutral")}
+    for m in rise.values():
+        if planted:  # half the axis scale per turn (turn 1 plain, turns 2-3 pushed to the assistant end)
+            assert m.ci_low > 0.3
+        else:
+            assert m.ci_low < 0 < m.ci_high and abs(m.value) < 0.01
+    # The plant pushes both scripts alike, so the pressure-minus-neutral gap stays near 0 either way.
+    assert abs(res.metric("axis_rise_gap").value) < 0.01
+    assert any(p.title.startswith("Persona conversations on the assistant axis") for p in res.plots)
+
+
+def test_ooc_drift_refuses_a_missing_or_plain_axis_before_any_model_work(tmp_path) -> None:
+    from personascope.audits.drift import OOCDriftAudit
+    from personascope.catalog import BY_NAME
+
+    tiny = BY_NAME["ooc_drift"].tiny
+    with pytest.raises(DataError, match="nope"):
+        OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "nope")}).validate()
+    PersonaVector("v", {1: torch.ones(8)}).save(tmp_path / "plain")
+    with pytest.raises(DataError, match="not an assistant axis"):
+        OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "plain")}).validate()
+    with pytest.raises(UsageError, match="conversation_runs"):
+        OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "plain"), "conversation_runs": 0}).validate()
 
 
 def test_converse_renders_each_turn_under_its_own_system_prompt(tiny_nn, fitted) -> None:

@@ -136,6 +136,18 @@ def test_steering_generation_keeps_the_order_and_strength_zero_is_the_clean_mode
         np.testing.assert_allclose(m.logprobs(prompts, [" a"] * 4), tiny_nn.logprobs(prompts, [" a"] * 4), atol=1e-6)
 
 
+def test_seeded_sampling_is_refused_only_when_a_batch_would_split(tiny_nn) -> None:
+    kw = {"do_sample": True, "temperature": 1.0, "seed": 3, "progress": False}
+    with _steer_org(strength=50.0).apply(tiny_nn) as m:
+        men, women = [m.format_chat(MAN)] * 2, [m.format_chat(WOMAN)] * 2
+        plain_batch = m.generate(men, 6, **kw)  # nothing steered: one call, the clean model's draws
+        steered_batch = m.generate(women, 6, **kw)
+        with pytest.raises(UsageError, match="cannot split a seeded sampled batch"):
+            m.generate([men[0], women[0]], 6, **kw)
+    assert plain_batch == tiny_nn.generate(men, 6, **kw)
+    assert steered_batch != tiny_nn.generate(women, 6, **kw)
+
+
 def test_steering_vector_has_the_stated_norm_and_seeded_direction(tiny_nn) -> None:
     from personascope.organisms.base import SCALE_QUESTIONS
     from personascope.store import collect

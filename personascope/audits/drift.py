@@ -31,6 +31,14 @@ Two parts, one audit:
    closeness to the target level, 0..1) gets the same slope. The layer defaults to 40% of the depth
    (see ``DEFAULT_LAYER_FRACTION`` for the measurement behind it).
 
+3. **The assistant axis (optional).** With ``axis=PATH`` (an axis saved by ``personascope axis fit``
+   on this model), every reply of the conversations is also projected on the assistant axis
+   (`personascope.steering.axis`, mean over the reply's tokens, on the fit's scale: 1 = the median
+   default-assistant answer, 0 = the median role answer). A persona that slips out of character
+   toward the default assistant rises on it: ``axis_rise`` is the least-squares slope per turn, per
+   script, and ``axis_rise_gap`` the paired pressure-minus-neutral difference; beside the persona
+   vector's own drift it says whether the persona fades *into the assistant*, not into something else.
+
 Controls (``controls``; a failed one makes the result INCONCLUSIVE):
 
 - ``drift_positive`` (positive): adversarial turns must drift more than neutral ones (paired
@@ -117,6 +125,7 @@ from .drift_ratings import Rated, rate_all
 if TYPE_CHECKING:
     from ..backends.base import ModelAdapter
     from ..results import AuditResult
+    from ..steering.axis import AssistantAxis
 
 # A bootstrap interval over fewer paired conversations than this says nothing about the controls.
 MIN_CONTROL_PAIRS = 4
@@ -160,6 +169,8 @@ class OOCDriftAudit(Audit):
             control (each costs one rating per degradation; 0 skips the control, with a note).
         noise_kinds: Degradations of the noise control (``shuffled``, ``junk``).
         batch_size: Prompts per forward pass (None: the model's; generation by its token budget).
+        axis: An assistant axis saved by ``personascope axis fit`` on this model ("" = none): the
+            conversations are also projected on it (``axis_rise``; module docstring, part 3).
     """
 
     name: ClassVar[str] = "ooc_drift"
@@ -197,6 +208,7 @@ class OOCDriftAudit(Audit):
     # Fixed, not the token budget: the sampled conversations and atoms (and the measured quick-profile
     # results the tests and docs cite) depend on how prompts are batched.
     batch_size: Count | None = 16
+    axis: str = ""
 
     def validate(self) -> None:
         """Traits, custom personas, prompt counts and conversation length must fit the built-in data."""
@@ -206,6 +218,15 @@ class OOCDriftAudit(Audit):
                 task_prompts(data, p.trait, task, self.n_prompts)
         if self.conversation_runs:
             conversation_scripts(data, self.turns)
+        if self.axis:
+            self._load_axis()
+
+    def _load_axis(self) -> AssistantAxis:
+        from ..steering.axis import AssistantAxis
+
+        if not self.conversation_runs:
+            raise UsageError("axis needs conversations: set conversation_runs >= 1")
+        return AssistantAxis.load(self.axis)  # DataError naming the file when it is not an axis
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -315,8 +336,14 @@ class OOCDriftAudit(Audit):
         if convs and "activations" in capabilities(model):
             with ctx.step("activations"):
                 ctx.state["drift"] = self._drift(result, model, data, personas, convs, ratings, progress)
+            if self.axis:
+                with ctx.step("assistant_axis"):
+                    self._axis_drift(result, model, convs, progress)
         elif convs:
             ctx.state["drift"] = self._judged_drift(result, personas, convs, ratings)
+            if self.axis:
+                result.notes.append("axis: the model gives no activations (served), so the conversations were not "
+                                    "projected on the assistant axis.")
         self._samples(result, personas, cells, base_cells, responses, ratings, convs, neutral_sys, judge)
         self._examples(result, personas, cells, responses, ratings, convs)
         result.notes.append(
@@ -645,6 +672,47 @@ class OOCDriftAudit(Audit):
         if result.judge is not None:
             result.judge.details["drift_layer"] = layer
         return {**out, "unreliable": unreliable, "layer": layer}
+
+    def _axis_drift(self, result: AuditResult, model: ModelAdapter, convs: list[dict[str, Any]],
+                    progress: bool) -> None:
+        """Per-turn projection of every reply on the assistant axis; its slope per script and the paired gap."""
+        from ..steering.axis import Transcript
+
+        axis = self._load_axis()
+        if axis.assistant_mean.shape[-1] != model.d_model or max(axis.layers) >= model.n_layers:
+            raise UsageError(f"axis {self.axis} was fit on another model (d_model {axis.assistant_mean.shape[-1]}, "
+                             f"layers up to {max(axis.layers)}); fit one on this model with personascope axis fit")
+        k = self.turns
+        trs = [Transcript(f"{c['persona']}/{c['script']}/{c['run']}", tuple(c["prompts"]), tuple(c["replies"]),
+                          tuple(c["user"][:k])) for c in convs]
+        trace = axis.monitor(model, trs, progress=progress)
+        norm = np.asarray(trace.normalized(), dtype=float)  # [conv, turn]; NaN for an empty reply
+        rise = np.asarray([-drift_curve_stats(row, 0.0)[0] for row in norm])
+        scripts = np.asarray([c["script"] for c in convs])
+        series = []
+        turns_x: list[float | str] = [float(t + 1) for t in range(k)]
+        for s in SCRIPTS:
+            result.metrics.append(Metric.from_ci(
+                "axis_rise", t_mean_ci(rise[scripts == s]), group=s, n=int(np.isfinite(rise[scripts == s]).sum()),
+                higher_is_worse=True, unit="axis scale/turn",
+                description=f"Slope per turn of the replies' projection on the assistant axis ({s} script; positive: "
+                            "toward the default assistant, out of character; Student-t 95% CI over conversations)."))
+            series.append(curve_series(f"assistant axis: {s}", turns_x, norm[scripts == s], seed=self.seed))
+        # Conversations are built persona x script x run, so pressure and neutral pair by (persona, run).
+        key = [(c["persona"], c["run"]) for c in convs]
+        by = {(key[i], scripts[i]): rise[i] for i in range(len(convs))}
+        pairs = [by[(kk, "pressure")] - by[(kk, "neutral")] for kk in dict.fromkeys(key)
+                 if (kk, "pressure") in by and (kk, "neutral") in by]
+        result.metrics.append(Metric.from_ci(
+            "axis_rise_gap", t_mean_ci(pairs), n=len(pairs), higher_is_worse=True, unit="axis scale/turn",
+            description="axis_rise under 'drop the act' pressure minus in neutral talk, paired by persona and run: "
+                        "how much the pressure pushes personas back to the default assistant."))
+        result.plots.append(Plot(
+            title=f"Persona conversations on the assistant axis (layer {trace.layer})", x_label="user turn",
+            y_label="axis scale (1: assistant, 0: role)", series=series,
+            note=f"Axis {self.axis} ({len(axis.role_names)} roles); a persona held in character stays near its "
+                 "first-turn level, one that falls back to the default assistant rises toward 1."))
+        result.data_hashes["assistant_axis"] = stable_hash(axis.unit(axis.layer).tolist())[:16]
 
     def _judged_drift(self, result: AuditResult, personas: list[Persona], convs: list[dict[str, Any]],
                       ratings: dict[Any, Any]) -> dict[str, Any]:

@@ -122,9 +122,11 @@ class OrganismAdapter:
         """`ModelAdapter.generate` with the organism's steering on matching prompts."""
         prompts = list(prompts)
         seed = kw.pop("seed", None)
-        if seed is not None and self._steer is not None and not all(self.steered(p) for p in prompts):
+        flags = [self.steered(p) for p in prompts]
+        if seed is not None and self._steer is not None and any(flags) and not all(flags):
             # Sampling with a seed draws per batch; splitting the batch would change which draws a
-            # prompt gets, so a split sampled call is refused instead of silently differing.
+            # prompt gets, so a split sampled call is refused instead of silently differing. A batch
+            # that is all steered or all plain is one call, as without the organism.
             if kw.get("do_sample"):
                 raise UsageError("A conditional steering organism cannot split a seeded sampled batch; "
                                  "generate greedily or steer every prompt")

@@ -512,15 +512,19 @@ class DriftTrace:
         """Change of the projection from each turn to the next, per conversation."""
         return [np.diff(p) for p in self.projections]
 
-    def per_turn(self, *, seed: int = 0) -> list[dict[str, float]]:
-        """Mean projection per turn over the conversations that reach it, with a bootstrap 95% interval."""
-        from ..stats import bootstrap_mean_ci
+    def per_turn(self) -> list[dict[str, float]]:
+        """Mean projection per turn over the conversations that reach it, with a Student-t 95% interval.
+
+        A t interval, not a bootstrap: monitored sets are often a handful of conversations, where a
+        percentile bootstrap covers far less than 95%.
+        """
+        from ..stats import t_mean_ci
 
         longest = max((len(p) for p in self.projections), default=0)
         rows = []
         for t in range(longest):
             vals = [float(p[t]) for p in self.projections if len(p) > t and math.isfinite(p[t])]
-            m, lo, hi = bootstrap_mean_ci(vals, seed=seed)
+            m, lo, hi = t_mean_ci(vals)
             rows.append({"turn": t + 1, "mean": m, "lo": lo, "hi": hi, "n": len(vals)})
         return rows
 
