@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .cache import steer_signature
 from .config import cache_dir
 from .errors import DataError, UsageError
 from .records import ModelInfo, Provenance, stable_hash
@@ -168,8 +169,9 @@ def cache_key(
     responses: Sequence[str] | None,
     sites: Sequence[Site],
     positions: Sequence[Position],
+    steers: Sequence[Any] = (),
 ) -> str:
-    """Content address of one capture request."""
+    """Content address of one capture request (``steers``: the active steering's signature, if any)."""
     return stable_hash({
         "v": CACHE_VERSION,
         "model": info.fingerprint,
@@ -178,6 +180,8 @@ def cache_key(
         "data": data_hash(prompts, responses),
         "sites": [str(s) for s in sites],
         "positions": [p.value for p in positions],
+        # Only when steered, so the keys of unsteered captures are those written before steers had keys.
+        **({"steers": list(steers)} if steers else {}),
     })[:40]
 
 
@@ -224,9 +228,9 @@ def collect(
         if isinstance(positions, str | Position)
         else [parse_position(p) for p in positions]
     )
-    if model.active_steers:
-        # Steered activations must never be served from (or written to) the unsteered cache.
-        cache = False
+    # Steered activations are keyed by the steering (vector hash, coeff, positions, cap), so they never
+    # mix with unsteered ones and a resumed run does not recompute them.
+    steers = steer_signature(model, None) if model.active_steers else []
     root: Path | None = None
     if cache:
         root = cache_dir() / "activations" if cache is True else Path(cache)
@@ -235,7 +239,7 @@ def collect(
     for start in range(0, len(prompts), chunk_size):
         chunk = list(prompts[start : start + chunk_size])
         resp = list(responses[start : start + chunk_size]) if responses is not None else None
-        key = cache_key(model.info, chunk, resp, site_list, pos_list)
+        key = cache_key(model.info, chunk, resp, site_list, pos_list, steers)
         got = _cache_get(root, key, pos_list) if root else None
         if got is None:
             captured = model.activations(

@@ -246,29 +246,34 @@ def test_position_all_rows_map_back_to_prompts(tiny_nn, prompts) -> None:
         assert torch.allclose(block, alone.acts, atol=1e-5)
 
 
-def test_steered_collect_is_never_cached(tiny_nn, prompts, tmp_path: Path, monkeypatch) -> None:
+def test_steered_collect_is_cached_under_its_steering_only(tiny_nn, prompts, tmp_path: Path, monkeypatch) -> None:
     sites = tiny_nn.sites([0, 1])
     v = torch.randn(tiny_nn.d_model, generator=torch.Generator().manual_seed(3))
-    # Nothing cached yet: a steered collect writes nothing.
-    with tiny_nn.steer(v, layer=1, coeff=2.0):
-        steered = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
-    assert _entries(tmp_path) == set()
     plain = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
     written = _entries(tmp_path)
-    assert written
-    # Steered again with a warm cache: computed (not served), different, and nothing new written.
+    # A steered collect with a warm unsteered cache: computed (never served the plain values), then kept.
     calls = _count_forwards(tiny_nn, monkeypatch)
+    with tiny_nn.steer(v, layer=1, coeff=2.0):
+        steered = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
+    assert len(calls) == 1
+    assert len({e.split("-")[0] for e in _entries(tmp_path) - written}) == 1  # one new entry (two files)
+    diff = steered[Position.LAST].acts - plain[Position.LAST].acts
+    assert torch.allclose(diff[:, 1], (2.0 * v).expand(len(prompts), -1), atol=1e-4)
+    assert diff[:, 0].abs().max().item() == 0.0
+    # The same steering again: served, no forward pass (a resumed run does not redo it).
     with tiny_nn.steer(v, layer=1, coeff=2.0):
         again = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
     assert len(calls) == 1
-    assert _entries(tmp_path) == written
-    assert torch.allclose(again[Position.LAST].acts, steered[Position.LAST].acts, atol=1e-6)
-    diff = again[Position.LAST].acts - plain[Position.LAST].acts
-    assert torch.allclose(diff[:, 1], (2.0 * v).expand(len(prompts), -1), atol=1e-4)
-    assert diff[:, 0].abs().max().item() == 0.0
-    # After the block the cached unsteered values come back.
+    assert torch.equal(again[Position.LAST].acts, steered[Position.LAST].acts)
+    # Another coefficient, or a cap on the same vector, is another entry: computed, not served.
+    with tiny_nn.steer(v, layer=1, coeff=3.0):
+        other = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
+    assert len(calls) == 2
+    assert torch.allclose(other[Position.LAST].acts[:, 1] - plain[Position.LAST].acts[:, 1],
+                          (3.0 * v).expand(len(prompts), -1), atol=1e-4)
+    # After the blocks the cached unsteered values come back.
     back = collect(tiny_nn, prompts, sites, "last", cache=tmp_path, progress=False)
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert torch.equal(back[Position.LAST].acts, plain[Position.LAST].acts)
 
 
