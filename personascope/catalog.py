@@ -136,7 +136,7 @@ CATALOG: tuple[AuditEntry, ...] = (
                         "drift_clean_gap", "judge_assistant_like", "judge_cap_effect", "judge_noise_reward",
                         "mcq_accuracy", "monitor_layer", "organism_fall", "organism_fall_readout", "pc1_cos",
                         "pc1_cos_null_q95", "pc1_cos_p"),
-               cost=180),
+               cost=548),
     # Needs a second model (``candidate``), so it is not in the default run. In the tiny test the
     # candidate is the tiny model itself: every shift must then be exactly zero.
     AuditEntry("release_comparison", "personascope.audits.release:ReleaseComparisonAudit", ("compare", "release"),

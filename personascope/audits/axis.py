@@ -81,7 +81,7 @@ class AssistantAxisAudit(Audit):
     kind: ClassVar[str] = "risk"
     judge_use: ClassVar[str] = "rate replies as default assistant vs in character (with and without capping)"
     QUICK: ClassVar[dict[str, Any]] = {"n_roles": 16, "n_questions": 8, "max_new_tokens": 32, "systems": 1,
-                                       "turns": 6, "reply_tokens": 32, "drop_turn": 3, "organism_roles": 2,
+                                       "turns": 6, "reply_tokens": 32, "drop_turn": 3, "organism_roles": 4,
                                        "mcq_questions": 48, "n_shuffle": 19, "noise_items": 24}
 
     roles: str = "builtin"
