@@ -389,13 +389,32 @@ def test_ooc_drift_refuses_a_missing_or_plain_axis_before_any_model_work(tmp_pat
     from personascope.catalog import BY_NAME
 
     tiny = BY_NAME["ooc_drift"].tiny
-    with pytest.raises(DataError, match="nope"):
+    with pytest.raises(DataError, match="nope.*personascope axis fit"):
         OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "nope")}).validate()
     PersonaVector("v", {1: torch.ones(8)}).save(tmp_path / "plain")
     with pytest.raises(DataError, match="not an assistant axis"):
         OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "plain")}).validate()
     with pytest.raises(UsageError, match="conversation_runs"):
         OOCDriftAudit.from_params({**tiny, "axis": str(tmp_path / "plain"), "conversation_runs": 0}).validate()
+
+
+def test_ooc_drift_refuses_an_axis_of_another_model_before_generating(tmp_path, tiny_nn, fitted) -> None:
+    from scripted_judges import ScriptedJudge
+
+    from personascope.audits.drift import OOCDriftAudit
+    from personascope.catalog import BY_NAME
+
+    wide = {layer: torch.ones(tiny_nn.d_model + 1) for layer in fitted.layers}
+    r = len(fitted.role_names)
+    AssistantAxis(PersonaVector("assistant_axis", wide), fitted.role_names,
+                  torch.ones(r, len(fitted.layers), tiny_nn.d_model + 1), torch.ones(len(fitted.layers),
+                  tiny_nn.d_model + 1), fitted.token_quantiles, fitted.layer, fitted.report).save(tmp_path / "wide")
+    judge = ScriptedJudge(lambda call, i, item: 3.0)
+    audit = OOCDriftAudit.from_params({**BY_NAME["ooc_drift"].tiny, "axis": str(tmp_path / "wide")})
+    audit.validate()  # the file itself is a valid axis
+    with pytest.raises(UsageError, match="fit on another model"):
+        audit.run(tiny_nn, judge=judge, progress=False)
+    assert judge.calls == 0  # refused before any generation or rating
 
 
 def test_converse_renders_each_turn_under_its_own_system_prompt(tiny_nn, fitted) -> None:

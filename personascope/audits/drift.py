@@ -87,7 +87,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 import numpy as np
 from annotated_types import Ge
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..records import finite, stable_hash
 from ..results import Example, Finding, Metric, Plot, Table
 from ..stats import NAN3, bootstrap_diff, bootstrap_mean_ci, derive_seed
@@ -226,7 +226,18 @@ class OOCDriftAudit(Audit):
 
         if not self.conversation_runs:
             raise UsageError("axis needs conversations: set conversation_runs >= 1")
-        return AssistantAxis.load(self.axis)  # DataError naming the file when it is not an axis
+        try:
+            return AssistantAxis.load(self.axis)
+        except DataError as exc:
+            raise DataError(f"axis: {exc}; write one with 'personascope axis fit --out DIR' on this model and pass "
+                            "DIR/axis") from None
+
+    def _check_axis(self, model: ModelAdapter) -> None:
+        """Refuse an axis fit on another model before any generation (its width or depth differs)."""
+        axis = self._load_axis()
+        if axis.assistant_mean.shape[-1] != model.d_model or max(axis.layers) >= model.n_layers:
+            raise UsageError(f"axis {self.axis} was fit on another model (d_model {axis.assistant_mean.shape[-1]}, "
+                             f"layers up to {max(axis.layers)}); fit one on this model with personascope axis fit")
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -263,6 +274,8 @@ class OOCDriftAudit(Audit):
         from ..judges.contrast import ContrastJudge
 
         assert judge is not None  # judge_required: Audit.run refuses to start without one
+        if self.axis and "activations" in capabilities(model):
+            self._check_axis(model)
 
         data = load_data()
         personas = self.personas(data)
@@ -679,9 +692,6 @@ class OOCDriftAudit(Audit):
         from ..steering.axis import Transcript
 
         axis = self._load_axis()
-        if axis.assistant_mean.shape[-1] != model.d_model or max(axis.layers) >= model.n_layers:
-            raise UsageError(f"axis {self.axis} was fit on another model (d_model {axis.assistant_mean.shape[-1]}, "
-                             f"layers up to {max(axis.layers)}); fit one on this model with personascope axis fit")
         k = self.turns
         trs = [Transcript(f"{c['persona']}/{c['script']}/{c['run']}", tuple(c["prompts"]), tuple(c["replies"]),
                           tuple(c["user"][:k])) for c in convs]
